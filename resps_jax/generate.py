@@ -1,0 +1,115 @@
+"""python -m resps_jax.generate: decode prompts with a Llama target (AR for now).
+
+Contract (DESIGN.md): --model M [--draft D] [--policy P] --mode {ar,static,resps}
+[--tree TT,d,k] [--temperature T] [--seed S] [--max-new-tokens N]
+(--prompt TEXT ... | --prompts FILE.jsonl) [--no-chat] [--dtype float32|bfloat16]
+[--mesh DATAxMODEL] [--json]. Bad input: one `error: ...` line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from resps_jax.errors import UserError, run_cli
+
+MODES = ("ar", "static", "resps")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one `error: ...` line (no usage dump), exit 2."""
+
+    def error(self, message: str):
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m resps_jax.generate", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="HF folder, .gguf file, or 'smollm2'")
+    p.add_argument("--draft", help="EAGLE-3 folder or 'smollm2' (static/resps modes)")
+    p.add_argument("--policy", help="policy checkpoint folder (resps mode)")
+    p.add_argument("--mode", choices=MODES, default="ar")
+    p.add_argument("--tree", help="TT,d,k for --mode static")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--prompt", nargs="+", help="one or more prompt texts")
+    group.add_argument("--prompts", help="a .jsonl file of prompts (first turn of each)")
+    p.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
+    p.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    p.add_argument("--mesh", help="DATAxMODEL device mesh, e.g. 2x4")
+    p.add_argument("--cache-len", type=int, help="KV cache length (default: sized per prompt)")
+    p.add_argument("--truncate-prompt", action="store_true", help="left-truncate prompts that do not fit")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from resps_jax.models.loading import parse_dtype
+
+    dtype = parse_dtype(args.dtype)  # validated before any weights load
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (got {args.temperature})")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
+    if args.cache_len is not None and args.cache_len < 1:
+        raise UserError(f"--cache-len must be >= 1 (got {args.cache_len})")
+    if args.mode != "ar":
+        raise UserError(f"--mode {args.mode} needs the tree engine, which this build does not have yet")
+    if args.mesh not in (None, "1x1"):
+        raise UserError(f"--mesh {args.mesh}: sharded decoding is not available in this build yet")
+
+    from resps_jax.prompting import encode_prompt, eos_token_ids, read_prompts_jsonl
+    from resps_jax.runtime import setup_runtime
+
+    setup_runtime()
+    prompts = args.prompt if args.prompt else read_prompts_jsonl(args.prompts)
+
+    from resps_jax.decoding.engine import Engine, GenerationConfig
+    from resps_jax.models.loading import load_target
+
+    target = load_target(args.model, dtype)
+    engine = Engine(target.model)
+    gen = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        cache_len=args.cache_len,
+        truncate_prompt=args.truncate_prompt,
+    )
+    eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
+    for text in prompts:
+        ids = encode_prompt(target.tokenizer, text, chat=not args.no_chat)
+        result = engine.generate(ids, gen, eos)
+        answer = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        if args.json:
+            record = {
+                "prompt": text,
+                "text": answer,
+                "token_ids": result.token_ids,
+                "new_tokens": result.new_tokens,
+                "prompt_tokens": result.prompt_tokens,
+                "seconds": round(result.seconds, 4),
+                "tokens_per_second": round(result.tokens_per_second, 2),
+                "steps": result.steps,
+                "mean_accepted": round(result.mean_accepted, 4),
+                "actions": [list(a) for a in result.actions],
+                "mode": args.mode,
+            }
+            print(json.dumps(record), flush=True)
+        else:
+            print(answer, flush=True)
+            print(
+                f"[{result.new_tokens} tokens in {result.seconds:.2f}s, "
+                f"{result.tokens_per_second:.1f} tok/s, mode {args.mode}]",
+                file=sys.stderr,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,98 @@
+"""Preallocated KV cache: a small pytree with static shapes and per-row lengths.
+
+The forward writes the keys/values of its T new tokens at `lengths[b]` but never moves
+`lengths`; the caller commits what it accepts (all T for prefill/AR, the accepted tree
+path after compaction). That keeps one forward for prefill, decode and tree verify.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from resps_jax.errors import UserError
+
+CACHE_ROUND = 128  # cache lengths are rounded up to this so nearby sizes share executables
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    keys: list[jax.Array]  # per layer [B, S, KVH, D]
+    values: list[jax.Array]  # per layer [B, S, KVH, D]
+    lengths: jax.Array  # [B] int32, committed tokens per row
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[1]
+
+    @staticmethod
+    def create(
+        num_layers: int, batch: int, capacity: int, num_kv_heads: int, head_dim: int, dtype
+    ) -> KVCache:
+        shape = (batch, capacity, num_kv_heads, head_dim)
+        return KVCache(
+            keys=[jnp.zeros(shape, dtype) for _ in range(num_layers)],
+            values=[jnp.zeros(shape, dtype) for _ in range(num_layers)],
+            lengths=jnp.zeros((batch,), jnp.int32),
+        )
+
+    def with_lengths(self, lengths: jax.Array) -> KVCache:
+        return dataclasses.replace(self, lengths=lengths.astype(jnp.int32))
+
+
+def write_rows(buffer: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
+    """buffer [B, S, ...] <- new [B, T, ...] at per-row offsets [B]."""
+
+    def one(row, new_row, off):
+        start = (off,) + (0,) * (row.ndim - 1)
+        return jax.lax.dynamic_update_slice(row, new_row.astype(row.dtype), start)
+
+    return jax.vmap(one)(buffer, new, offsets)
+
+
+def attention_mask(lengths: jax.Array, local_mask: jax.Array, capacity: int) -> jax.Array:
+    """Which cache slots each new token may read.
+
+    lengths [B]: committed prefix per row (always visible). local_mask [B, T, T]: which of
+    the T new tokens (written at lengths..lengths+T) each new token sees: causal for
+    prefill/decode, the ancestor mask for a draft tree. Returns [B, T, S] bool.
+    """
+    batch, t, _ = local_mask.shape
+    slots = jnp.arange(capacity)[None, None, :]  # [1, 1, S]
+    prefix = slots < lengths[:, None, None]  # [B, 1, S]
+    placed = write_rows(jnp.zeros((batch, capacity, t), bool), local_mask.transpose(0, 2, 1), lengths)
+    return prefix | placed.transpose(0, 2, 1)  # [B, T, S]
+
+
+def plan_cache_length(
+    prompt_tokens: int,
+    max_new_tokens: int,
+    margin: int,
+    limit: int,
+    requested: int | None = None,
+) -> int:
+    """Cache length for one request, or a clear error when the request cannot fit.
+
+    `margin` covers a draft tree written past the last committed token (TT_max plus the
+    draft depth); `limit` is the model's position limit. Rounded up to CACHE_ROUND.
+    """
+    need = prompt_tokens + max_new_tokens + margin
+    if requested is not None:
+        if need > requested:
+            raise UserError(
+                f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) + tree "
+                f"margin ({margin}) = {need} exceeds the KV cache length ({requested}); raise "
+                "--cache-len, shorten the prompt, or pass --truncate-prompt"
+            )
+        return requested
+    if need > limit:
+        raise UserError(
+            f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) + tree "
+            f"margin ({margin}) = {need} exceeds the model's context of {limit} positions; "
+            "shorten the prompt or pass --truncate-prompt"
+        )
+    return min(limit, int(math.ceil(need / CACHE_ROUND) * CACHE_ROUND))

@@ -1,0 +1,210 @@
+"""The Llama target model as Flax NNX modules.
+
+One forward serves prefill, autoregressive decode and tree verification: it takes the new
+tokens with explicit positions and an explicit [T, T] mask among them, reads the committed
+cache prefix, and returns the final hidden states plus the three residual streams EAGLE-3
+taps (the inputs of decoder layers 2, L//2 and L-3). Weights are stored [in, out] so every
+projection is a plain `x @ w` with no per-call transpose. Layers are a Python list that
+unrolls under jit: on XLA:CPU that measured faster than a scan over stacked layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from resps_jax.models.cache import KVCache, attention_mask, write_rows
+from resps_jax.models.config import LlamaConfig, RopeConfig
+
+
+def rope_inv_freq(rope: RopeConfig, head_dim: int) -> jax.Array:
+    """Inverse frequencies [D/2] for default, linear and Llama-3 scaled RoPE (as HF)."""
+    inv = 1.0 / (rope.theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if rope.rope_type == "linear":
+        return inv / rope.factor
+    if rope.rope_type == "llama3":
+        old_len = rope.original_max_position_embeddings
+        low_wavelen = old_len / rope.low_freq_factor
+        high_wavelen = old_len / rope.high_freq_factor
+        wavelen = 2 * math.pi / inv
+        scaled = jnp.where(wavelen > low_wavelen, inv / rope.factor, inv)
+        smooth = (old_len / wavelen - rope.low_freq_factor) / (
+            rope.high_freq_factor - rope.low_freq_factor
+        )
+        smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return jnp.where(medium, smoothed, scaled)
+    return inv
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """x [B, T, N, D] rotated by positions [B, T] (rotate-half convention, as HF)."""
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    cos = jnp.cos(jnp.concatenate([freqs, freqs], -1))[:, :, None, :]  # [B, T, 1, D]
+    sin = jnp.sin(jnp.concatenate([freqs, freqs], -1))[:, :, None, :]
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], -1)
+    return (x.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (weight.astype(jnp.float32) * normed).astype(x.dtype)
+
+
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], dtype, std: float = 0.02) -> nnx.Param:
+    return nnx.Param((std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype))
+
+
+class Linear(nnx.Module):
+    """y = x @ weight (+ bias); weight stored [in, out]."""
+
+    def __init__(self, d_in: int, d_out: int, *, bias: bool, dtype, rngs: nnx.Rngs):
+        self.weight = _normal(rngs, (d_in, d_out), dtype)
+        self.bias = nnx.Param(jnp.zeros((d_out,), dtype)) if bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x @ self.weight[...]
+        return y if self.bias is None else y + self.bias[...]
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return rms_norm(x, self.weight[...], self.eps)
+
+
+class Embedding(nnx.Module):
+    def __init__(self, vocab: int, dim: int, *, dtype, rngs: nnx.Rngs):
+        self.weight = _normal(rngs, (vocab, dim), dtype)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return jnp.take(self.weight[...], tokens, axis=0)
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention over the cache prefix plus the new tokens."""
+
+    def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
+        h, d, kv = cfg.num_heads, cfg.head_dim, cfg.num_kv_heads
+        b = cfg.attention_bias
+        self.q_proj = Linear(cfg.hidden_size, h * d, bias=b, dtype=dtype, rngs=rngs)
+        self.k_proj = Linear(cfg.hidden_size, kv * d, bias=b, dtype=dtype, rngs=rngs)
+        self.v_proj = Linear(cfg.hidden_size, kv * d, bias=b, dtype=dtype, rngs=rngs)
+        self.o_proj = Linear(h * d, cfg.hidden_size, bias=b, dtype=dtype, rngs=rngs)
+        self.num_heads, self.num_kv_heads, self.head_dim = h, kv, d
+
+    def __call__(
+        self,
+        x: jax.Array,  # [B, T, E]
+        positions: jax.Array,  # [B, T]
+        inv_freq: jax.Array,  # [D/2]
+        cache_k: jax.Array,  # [B, S, KVH, D]
+        cache_v: jax.Array,  # [B, S, KVH, D]
+        lengths: jax.Array,  # [B]
+        mask: jax.Array,  # [B, T, S] bool
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        batch, t, _ = x.shape
+        kvh, d = self.num_kv_heads, self.head_dim
+        group = self.num_heads // kvh
+        q = self.q_proj(x).reshape(batch, t, kvh, group, d)  # [B, T, KVH, G, D]
+        k = self.k_proj(x).reshape(batch, t, kvh, d)  # [B, T, KVH, D]
+        v = self.v_proj(x).reshape(batch, t, kvh, d)
+        q = apply_rope(q.reshape(batch, t, kvh * group, d), positions, inv_freq).reshape(q.shape)
+        k = apply_rope(k, positions, inv_freq)
+        cache_k = write_rows(cache_k, k, lengths)
+        cache_v = write_rows(cache_v, v, lengths)
+        scores = jnp.einsum(
+            "btkgd,bskd->bkgts", q, cache_k, preferred_element_type=jnp.float32
+        ) / math.sqrt(d)  # [B, KVH, G, T, S]
+        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(cache_v.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, cache_v)  # [B, T, KVH, G, D]
+        return self.o_proj(out.reshape(batch, t, kvh * group * d)), cache_k, cache_v
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
+        e, i = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = Linear(e, i, bias=False, dtype=dtype, rngs=rngs)
+        self.up_proj = Linear(e, i, bias=False, dtype=dtype, rngs=rngs)
+        self.down_proj = Linear(i, e, bias=False, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.self_attn = Attention(cfg, dtype=dtype, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, positions, inv_freq, cache_k, cache_v, lengths, mask):
+        attn, cache_k, cache_v = self.self_attn(
+            self.input_layernorm(x), positions, inv_freq, cache_k, cache_v, lengths, mask
+        )
+        x = x + attn
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, cache_k, cache_v
+
+
+class Llama(nnx.Module):
+    """Llama decoder: embeddings, L layers, final norm, tied or untied LM head."""
+
+    def __init__(self, cfg: LlamaConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
+        self.layers = nnx.List([DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.lm_head = (
+            None
+            if cfg.tie_word_embeddings
+            else Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, rngs=rngs)
+        )
+
+    def __call__(
+        self,
+        tokens: jax.Array,  # [B, T] int32
+        positions: jax.Array,  # [B, T] int32
+        cache: KVCache,
+        local_mask: jax.Array,  # [B, T, T] bool, visibility among the new tokens
+    ) -> tuple[jax.Array, jax.Array, KVCache]:
+        """Returns final-normed hidden [B, T, E], taps [B, T, 3E] (low, mid, high), cache.
+
+        The cache comes back with the new keys/values written at `cache.lengths`; its
+        lengths are unchanged (the caller commits).
+        """
+        inv_freq = rope_inv_freq(self.cfg.rope, self.cfg.head_dim)
+        mask = attention_mask(cache.lengths, local_mask, cache.capacity)
+        x = self.embed_tokens(tokens)
+        taps: list[jax.Array] = []
+        keys, values = list(cache.keys), list(cache.values)
+        tap_layers = self.cfg.tap_layers
+        for i, layer in enumerate(self.layers):
+            if i in tap_layers:
+                taps.extend([x] * tap_layers.count(i))
+            x, keys[i], values[i] = layer(
+                x, positions, inv_freq, keys[i], values[i], cache.lengths, mask
+            )
+        new_cache = KVCache(keys=keys, values=values, lengths=cache.lengths)
+        return self.norm(x), jnp.concatenate(taps, axis=-1), new_cache
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """[..., E] final-normed hidden -> [..., V] float32 logits."""
+        if self.lm_head is None:
+            w = self.embed_tokens.weight[...]
+            return jnp.einsum("...e,ve->...v", hidden, w, preferred_element_type=jnp.float32)
+        return (hidden @ self.lm_head.weight[...]).astype(jnp.float32)
+
+
+def causal_mask(batch: int, t: int) -> jax.Array:
+    return jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (batch, t, t))

