@@ -89,7 +89,8 @@ def _rope_from_hf(raw: dict[str, Any]) -> RopeConfig:
     params = raw.get("rope_parameters")
     if params is None:
         params = dict(raw.get("rope_scaling") or {})
-        params.setdefault("rope_theta", raw.get("rope_theta", 10000.0))
+        if "rope_theta" in raw:  # the top-level key is authoritative in the older form
+            params["rope_theta"] = raw["rope_theta"]
     rope_type = params.get("rope_type", params.get("type", "default")) or "default"
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise UserError(
