@@ -21,19 +21,19 @@ CACHE_ROUND = 128  # cache lengths are rounded up to this so nearby sizes share 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    keys: list[jax.Array]  # per layer [B, S, KVH, D]
-    values: list[jax.Array]  # per layer [B, S, KVH, D]
+    keys: list[jax.Array]  # per layer [B, KVH, S, D]
+    values: list[jax.Array]  # per layer [B, KVH, S, D]
     lengths: jax.Array  # [B] int32, committed tokens per row
 
     @property
     def capacity(self) -> int:
-        return self.keys[0].shape[1]
+        return self.keys[0].shape[2]
 
     @staticmethod
     def create(
         num_layers: int, batch: int, capacity: int, num_kv_heads: int, head_dim: int, dtype
     ) -> KVCache:
-        shape = (batch, capacity, num_kv_heads, head_dim)
+        shape = (batch, num_kv_heads, capacity, head_dim)
         return KVCache(
             keys=[jnp.zeros(shape, dtype) for _ in range(num_layers)],
             values=[jnp.zeros(shape, dtype) for _ in range(num_layers)],
@@ -44,11 +44,11 @@ class KVCache:
         return dataclasses.replace(self, lengths=lengths.astype(jnp.int32))
 
 
-def write_rows(buffer: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
-    """buffer [B, S, ...] <- new [B, T, ...] at per-row offsets [B]."""
+def write_rows(buffer: jax.Array, new: jax.Array, offsets: jax.Array, axis: int = 0) -> jax.Array:
+    """buffer [B, ...] <- new [B, ...] at per-row offsets [B] along `axis` of each row."""
 
     def one(row, new_row, off):
-        start = (off,) + (0,) * (row.ndim - 1)
+        start = tuple(off if i == axis else 0 for i in range(row.ndim))
         return jax.lax.dynamic_update_slice(row, new_row.astype(row.dtype), start)
 
     return jax.vmap(one)(buffer, new, offsets)

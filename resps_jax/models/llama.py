@@ -40,13 +40,18 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int) -> jax.Array:
     return inv
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-    """x [B, T, N, D] rotated by positions [B, T] (rotate-half convention, as HF)."""
+def rope_tables(positions: jax.Array, inv_freq: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos, sin [B, T, D] for positions [B, T]; computed once per forward, shared by all layers."""
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
-    cos = jnp.cos(jnp.concatenate([freqs, freqs], -1))[:, :, None, :]  # [B, T, 1, D]
-    sin = jnp.sin(jnp.concatenate([freqs, freqs], -1))[:, :, None, :]
+    angles = jnp.concatenate([freqs, freqs], -1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, N, T, D] rotated by cos/sin [B, T, D] (rotate-half convention, as HF)."""
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], -1)
+    cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, D]
     return (x.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
 
 
@@ -104,29 +109,29 @@ class Attention(nnx.Module):
     def __call__(
         self,
         x: jax.Array,  # [B, T, E]
-        positions: jax.Array,  # [B, T]
-        inv_freq: jax.Array,  # [D/2]
-        cache_k: jax.Array,  # [B, S, KVH, D]
-        cache_v: jax.Array,  # [B, S, KVH, D]
+        rope: tuple[jax.Array, jax.Array],  # cos, sin [B, T, D]
+        cache_k: jax.Array,  # [B, KVH, S, D]
+        cache_v: jax.Array,  # [B, KVH, S, D]
         lengths: jax.Array,  # [B]
         mask: jax.Array,  # [B, T, S] bool
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         batch, t, _ = x.shape
         kvh, d = self.num_kv_heads, self.head_dim
         group = self.num_heads // kvh
-        q = self.q_proj(x).reshape(batch, t, kvh, group, d)  # [B, T, KVH, G, D]
-        k = self.k_proj(x).reshape(batch, t, kvh, d)  # [B, T, KVH, D]
-        v = self.v_proj(x).reshape(batch, t, kvh, d)
-        q = apply_rope(q.reshape(batch, t, kvh * group, d), positions, inv_freq).reshape(q.shape)
-        k = apply_rope(k, positions, inv_freq)
-        cache_k = write_rows(cache_k, k, lengths)
-        cache_v = write_rows(cache_v, v, lengths)
+        # Heads-major layouts match the cache's [B, KVH, S, D], so no cache-sized transposes.
+        q = self.q_proj(x).reshape(batch, t, kvh * group, d).transpose(0, 2, 1, 3)  # [B, H, T, D]
+        k = self.k_proj(x).reshape(batch, t, kvh, d).transpose(0, 2, 1, 3)  # [B, KVH, T, D]
+        v = self.v_proj(x).reshape(batch, t, kvh, d).transpose(0, 2, 1, 3)
+        q = apply_rope(q, *rope).reshape(batch, kvh, group, t, d)  # [B, KVH, G, T, D]
+        k = apply_rope(k, *rope)
+        cache_k = write_rows(cache_k, k, lengths, axis=1)
+        cache_v = write_rows(cache_v, v, lengths, axis=1)
         scores = jnp.einsum(
-            "btkgd,bskd->bkgts", q, cache_k, preferred_element_type=jnp.float32
+            "bkgtd,bksd->bkgts", q, cache_k, preferred_element_type=jnp.float32
         ) / math.sqrt(d)  # [B, KVH, G, T, S]
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(cache_v.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, cache_v)  # [B, T, KVH, G, D]
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, cache_v)  # [B, T, KVH, G, D]
         return self.o_proj(out.reshape(batch, t, kvh * group * d)), cache_k, cache_v
 
 
@@ -148,9 +153,9 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, positions, inv_freq, cache_k, cache_v, lengths, mask):
+    def __call__(self, x, rope, cache_k, cache_v, lengths, mask):
         attn, cache_k, cache_v = self.self_attn(
-            self.input_layernorm(x), positions, inv_freq, cache_k, cache_v, lengths, mask
+            self.input_layernorm(x), rope, cache_k, cache_v, lengths, mask
         )
         x = x + attn
         x = x + self.mlp(self.post_attention_layernorm(x))
@@ -183,7 +188,7 @@ class Llama(nnx.Module):
         The cache comes back with the new keys/values written at `cache.lengths`; its
         lengths are unchanged (the caller commits).
         """
-        inv_freq = rope_inv_freq(self.cfg.rope, self.cfg.head_dim)
+        rope = rope_tables(positions, rope_inv_freq(self.cfg.rope, self.cfg.head_dim))
         mask = attention_mask(cache.lengths, local_mask, cache.capacity)
         x = self.embed_tokens(tokens)
         taps: list[jax.Array] = []
@@ -192,9 +197,7 @@ class Llama(nnx.Module):
         for i, layer in enumerate(self.layers):
             if i in tap_layers:
                 taps.extend([x] * tap_layers.count(i))
-            x, keys[i], values[i] = layer(
-                x, positions, inv_freq, keys[i], values[i], cache.lengths, mask
-            )
+            x, keys[i], values[i] = layer(x, rope, keys[i], values[i], cache.lengths, mask)
         new_cache = KVCache(keys=keys, values=values, lengths=cache.lengths)
         return self.norm(x), jnp.concatenate(taps, axis=-1), new_cache
 
