@@ -1,0 +1,142 @@
+"""`python -m resps_jax.generate` on bad input: one `error: ...` line on stderr, exit 2, no traceback.
+
+Every case runs the real CLI in a subprocess (JAX on CPU, the cache under a tmp dir), so what
+is checked is what a user sees. One positive run checks the --json output contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CONTRACT_FIELDS = (
+    "text", "token_ids", "new_tokens", "seconds", "tokens_per_second", "steps", "mean_accepted", "actions",
+)
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RESPS_JAX_CACHE=str(tmp_path_factory.mktemp("resps_cache")),
+        JAX_PLATFORMS="cpu",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    return env
+
+
+@pytest.fixture
+def cli(cli_env):
+    def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "resps_jax.generate", *args],
+            env=cli_env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    return run
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, stderr exactly one non-empty `error: ...` line naming every needle, no traceback."""
+    where = f"stdout={proc.stdout!r}\nstderr={proc.stderr!r}"
+    assert "Traceback" not in proc.stderr + proc.stdout, where
+    assert proc.returncode == 2, where
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), where
+    line = lines[0]
+    assert line.startswith("error: ") and len(line) > len("error: "), where
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+def test_missing_model_path(cli, tmp_path):
+    missing = tmp_path / "no_such_model"
+    line = assert_user_error(cli("--model", str(missing), "--prompt", "hi"), str(missing))
+    assert "does not exist" in line
+
+
+def test_folder_without_config_json(cli, tmp_path):
+    folder = tmp_path / "empty_ckpt"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    assert_user_error(cli("--model", str(folder), "--prompt", "hi"), "config.json", str(folder))
+
+
+def test_non_llama_config(cli, tmp_path):
+    folder = tmp_path / "gpt2_ckpt"
+    folder.mkdir()
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 257, "n_embd": 64}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert_user_error(cli("--model", str(folder), "--prompt", "hi"), "'gpt2'", "llama")
+
+
+def test_checkpoint_missing_a_tensor(cli, tmp_path, tiny):
+    dropped = "model.layers.3.mlp.down_proj.weight"
+    folder = tiny.write_folder(tmp_path / "incomplete", drop=(dropped,))
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="numpy") as f:
+        names = set(f.keys())
+    assert dropped not in names and "model.layers.3.mlp.up_proj.weight" in names
+    assert_user_error(cli("--model", str(folder), "--prompt", "hi"), dropped, "missing")
+
+
+def test_gguf_of_another_architecture(cli, tmp_path):
+    import gguf
+
+    path = tmp_path / "tiny-gpt2.gguf"
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert_user_error(cli("--model", str(path), "--prompt", "hi"), "'gpt2'", str(path))
+
+
+def test_unknown_dtype(cli, tiny_hf_folder):
+    line = assert_user_error(cli("--model", str(tiny_hf_folder), "--dtype", "float17", "--prompt", "hi"), "'float17'")
+    assert "dtype" in line and "bfloat16" in line  # says what is accepted
+
+
+def test_prompt_longer_than_cache(cli, tiny_hf_folder):
+    text = "The quick brown fox jumps over the lazy dog. " * 3
+    prompt_tokens = len(text.encode())  # the tiny tokenizer is one token per byte, no specials
+    assert prompt_tokens > 32
+    proc = cli("--model", str(tiny_hf_folder), "--cache-len", "32", "--no-chat", "--prompt", text)
+    line = assert_user_error(proc, f"{prompt_tokens} tokens", "--cache-len")
+    assert re.search(r"\b32\b", line), f"cache length 32 not named in {line!r}"
+
+
+def test_json_output_contract(cli, tiny_hf_folder, tiny):
+    prompts = ["Hello there", "Write one line about the sea."]
+    max_new = 8
+    proc = cli("--model", str(tiny_hf_folder), "--max-new-tokens", str(max_new), "--json", "--prompt", *prompts)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(prompts), proc.stdout
+    for prompt, line in zip(prompts, lines):
+        record = json.loads(line)
+        assert isinstance(record, dict)
+        missing = [k for k in CONTRACT_FIELDS if k not in record]
+        assert not missing, f"missing fields {missing} in {record}"
+        assert record.get("prompt", prompt) == prompt
+        ids = record["token_ids"]
+        assert isinstance(ids, list) and all(isinstance(i, int) and 0 <= i < tiny.sizes["vocab"] for i in ids)
+        assert 1 <= record["new_tokens"] == len(ids) <= max_new
+        assert isinstance(record["text"], str)
+        assert record["seconds"] >= 0 and record["tokens_per_second"] >= 0
+        assert isinstance(record["steps"], int) and record["steps"] >= 0
+        assert record["mean_accepted"] >= 0
+        assert isinstance(record["actions"], list)
