@@ -253,11 +253,6 @@ def test_not_a_gguf_raises_user_error(tmp_path):
         gguf_to_hf_folder(path, tmp_path / "out")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resps_jax bug: gguf_llama_config does int(None) on a missing required key -> TypeError "
-    "(a traceback from the CLI) instead of a UserError naming the key",
-)
 def test_missing_required_metadata_raises_user_error(tmp_path):
     path = tmp_path / "no-head-count.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")

@@ -55,7 +55,7 @@ def hf_name(path: tuple) -> str:
 
 def is_projection(path: tuple) -> bool:
     """HF Linear weights are [out, in]; ours are [in, out]."""
-    return path[-1] == "weight" and (str(path[-2]).endswith("_proj") or path[-2] == "lm_head")
+    return path[-1] == "weight" and (str(path[-2]).endswith("_proj") or path[-2] in ("lm_head", "fc"))
 
 
 def _flatten(tree: dict, prefix: tuple = ()) -> Iterator[tuple[tuple, object]]:
@@ -233,6 +233,13 @@ def _gguf_field(reader, key: str, default=None):
     return default if field is None else field.contents()
 
 
+def _required_field(reader, key: str, source: str):
+    value = _gguf_field(reader, key)
+    if value is None:
+        raise UserError(f"{source}: GGUF metadata is missing required key {key!r}")
+    return value
+
+
 def gguf_llama_config(reader, source: str) -> dict:
     arch = _gguf_field(reader, "general.architecture")
     if arch != "llama":
@@ -241,8 +248,8 @@ def gguf_llama_config(reader, source: str) -> dict:
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
         raise UserError(f"{source}: GGUF with Llama-3 rope_freqs is not supported; use the HF safetensors")
-    heads = int(_gguf_field(reader, p + "attention.head_count"))
-    hidden = int(_gguf_field(reader, p + "embedding_length"))
+    heads = int(_required_field(reader, p + "attention.head_count", source))
+    hidden = int(_required_field(reader, p + "embedding_length", source))
     tokens = _gguf_field(reader, "tokenizer.ggml.tokens") or []
     scaling_type = _gguf_field(reader, p + "rope.scaling.type")
     rope_scaling = None
@@ -256,8 +263,8 @@ def gguf_llama_config(reader, source: str) -> dict:
         "model_type": "llama",
         "vocab_size": int(_gguf_field(reader, p + "vocab_size", len(tokens))),
         "hidden_size": hidden,
-        "intermediate_size": int(_gguf_field(reader, p + "feed_forward_length")),
-        "num_hidden_layers": int(_gguf_field(reader, p + "block_count")),
+        "intermediate_size": int(_required_field(reader, p + "feed_forward_length", source)),
+        "num_hidden_layers": int(_required_field(reader, p + "block_count", source)),
         "num_attention_heads": heads,
         "num_key_value_heads": int(_gguf_field(reader, p + "attention.head_count_kv", heads)),
         "head_dim": int(_gguf_field(reader, p + "rope.dimension_count", hidden // heads)),
@@ -388,3 +395,131 @@ def load_target(spec: str, dtype=jnp.float32, with_tokenizer: bool = True) -> Lo
     model = load_hf_llama(folder, dtype)
     tokenizer = load_tokenizer(folder) if with_tokenizer else None
     return LoadedTarget(model=model, cfg=cfg, tokenizer=tokenizer, folder=folder, source=spec)
+
+
+# ---------------------------------------------------------------------- EAGLE-3 format
+
+
+class _TorchBinReader:
+    """pytorch_model.bin (official EAGLE-3 heads often ship only this); needs torch."""
+
+    def __init__(self, file: Path):
+        try:
+            import torch
+        except ImportError:
+            raise UserError(f"{file}: reading pytorch_model.bin needs torch (pip install torch)") from None
+        try:
+            self.tensors = torch.load(str(file), map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise UserError(f"{file}: cannot read ({err})") from None
+        self.folder = file.parent
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def read(self, name: str) -> np.ndarray:
+        if name not in self.tensors:
+            raise UserError(f"{self.folder}: checkpoint is missing tensor {name!r}")
+        tensor = self.tensors[name]
+        return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+
+
+def eagle3_tensor_name(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def load_eagle3(folder: Path, target_cfg: LlamaConfig, dtype=jnp.float32):
+    """An official-format EAGLE-3 head for this target; every mismatch names its numbers."""
+    from resps_jax.models.eagle3 import Eagle3Config, Eagle3Head
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"draft path does not exist or is not a folder: {folder}")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{folder}: no config.json (not an EAGLE-3 draft folder)")
+    try:
+        raw = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{config_path}: not valid JSON ({err})") from None
+    cfg = Eagle3Config.from_official(raw, str(config_path), target_hidden_size=target_cfg.hidden_size)
+    if cfg.vocab_size != target_cfg.vocab_size:
+        raise UserError(
+            f"{folder}: draft vocab_size {cfg.vocab_size} does not match the target's vocabulary "
+            f"of {target_cfg.vocab_size}"
+        )
+    if cfg.hidden_size != target_cfg.hidden_size:
+        raise UserError(
+            f"{folder}: draft hidden_size {cfg.hidden_size} does not match the target's hidden size "
+            f"{target_cfg.hidden_size} (the head reads the target's embeddings)"
+        )
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        reader = SafetensorsReader(folder)
+    elif (folder / "pytorch_model.bin").is_file():
+        reader = _TorchBinReader(folder / "pytorch_model.bin")
+    else:
+        raise UserError(f"{folder}: no model.safetensors or pytorch_model.bin")
+    fc_in = tuple(reader.read("fc.weight").shape)[1]
+    if fc_in != 3 * target_cfg.hidden_size:
+        raise UserError(
+            f"{folder}: draft fc input width is {fc_in}, but 3 x the target's hidden size is "
+            f"{3 * target_cfg.hidden_size}"
+        )
+    if cfg.draft_vocab_size != cfg.vocab_size and "d2t" not in reader:
+        raise UserError(
+            f"{folder}: draft vocabulary ({cfg.draft_vocab_size}) differs from the target's "
+            f"({cfg.vocab_size}) but the checkpoint has no 'd2t' map"
+        )
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Eagle3Head(cfg, dtype=dtype, rngs=nnx.Rngs(0))))
+    params = nnx.to_pure_dict(abstract)
+    for path, spec in list(_flatten(params)):
+        name = eagle3_tensor_name(path)
+        if name == "d2t":
+            d2t = reader.read("d2t") if "d2t" in reader else np.zeros(spec.shape, np.int64)
+            _set(params, path, _checked(folder, name, jnp.asarray(np.asarray(d2t), jnp.int32), spec.shape))
+            continue
+        tensor = reader.read(name)
+        tensor = tensor.T if is_projection(path) else tensor
+        _set(params, path, _checked(folder, name, jnp.asarray(tensor, dtype), spec.shape))
+    nnx.replace_by_pure_dict(abstract, params)
+    return nnx.merge(graphdef, abstract)
+
+
+def _checked(folder: Path, name: str, tensor: jax.Array, shape: tuple) -> jax.Array:
+    if tuple(tensor.shape) != tuple(shape):
+        raise UserError(
+            f"{folder}: tensor {name!r} has shape {tuple(tensor.shape)}, the config implies {tuple(shape)}"
+        )
+    return tensor
+
+
+def eagle3_tensors(head) -> dict[str, np.ndarray]:
+    """The head under official key names and PyTorch layouts, with d2t (int64) and t2d (bool)."""
+    out: dict[str, np.ndarray] = {}
+    for path, value in _flatten(nnx.to_pure_dict(nnx.state(head))):
+        name = eagle3_tensor_name(path)
+        array = np.asarray(value)
+        if name == "d2t":
+            d2t = array.astype(np.int64)
+            out["d2t"] = d2t
+            t2d = np.zeros((head.cfg.vocab_size,), bool)
+            t2d[np.arange(d2t.shape[0]) + d2t] = True
+            out["t2d"] = t2d
+        else:
+            out[name] = np.ascontiguousarray(array.T if is_projection(path) else array).astype(np.float32)
+    return out
+
+
+def save_eagle3(head, folder: Path) -> None:
+    """config.json + model.safetensors in the official EAGLE-3 layout, written atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        save_hf_folder(eagle3_tensors(head), head.cfg.to_official(), staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
