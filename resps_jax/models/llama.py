@@ -97,13 +97,14 @@ class Embedding(nnx.Module):
 class Attention(nnx.Module):
     """Grouped-query attention over the cache prefix plus the new tokens."""
 
-    def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
-        h, d, kv = cfg.num_heads, cfg.head_dim, cfg.num_kv_heads
-        b = cfg.attention_bias
-        self.q_proj = Linear(cfg.hidden_size, h * d, bias=b, dtype=dtype, rngs=rngs)
-        self.k_proj = Linear(cfg.hidden_size, kv * d, bias=b, dtype=dtype, rngs=rngs)
-        self.v_proj = Linear(cfg.hidden_size, kv * d, bias=b, dtype=dtype, rngs=rngs)
-        self.o_proj = Linear(h * d, cfg.hidden_size, bias=b, dtype=dtype, rngs=rngs)
+    def __init__(
+        self, d_in: int, d_out: int, heads: int, kv_heads: int, head_dim: int, *, bias: bool, dtype, rngs: nnx.Rngs
+    ):
+        h, d, kv = heads, head_dim, kv_heads
+        self.q_proj = Linear(d_in, h * d, bias=bias, dtype=dtype, rngs=rngs)
+        self.k_proj = Linear(d_in, kv * d, bias=bias, dtype=dtype, rngs=rngs)
+        self.v_proj = Linear(d_in, kv * d, bias=bias, dtype=dtype, rngs=rngs)
+        self.o_proj = Linear(h * d, d_out, bias=bias, dtype=dtype, rngs=rngs)
         self.num_heads, self.num_kv_heads, self.head_dim = h, kv, d
 
     def __call__(
@@ -136,8 +137,7 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
-        e, i = cfg.hidden_size, cfg.intermediate_size
+    def __init__(self, e: int, i: int, *, dtype, rngs: nnx.Rngs):
         self.gate_proj = Linear(e, i, bias=False, dtype=dtype, rngs=rngs)
         self.up_proj = Linear(e, i, bias=False, dtype=dtype, rngs=rngs)
         self.down_proj = Linear(i, e, bias=False, dtype=dtype, rngs=rngs)
@@ -149,9 +149,12 @@ class MLP(nnx.Module):
 class DecoderLayer(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.self_attn = Attention(cfg, dtype=dtype, rngs=rngs)
+        self.self_attn = Attention(
+            cfg.hidden_size, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+            bias=cfg.attention_bias, dtype=dtype, rngs=rngs,
+        )
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, rngs=rngs)
 
     def __call__(self, x, rope, cache_k, cache_v, lengths, mask):
         attn, cache_k, cache_v = self.self_attn(
