@@ -146,25 +146,39 @@ class Engine:
         self, prompt_ids: list[int], gen: GenerationConfig, eos_ids: tuple[int, ...]
     ) -> GenerationResult:
         """Plain autoregressive decoding (the reference every speculative mode must match)."""
+        return self.generate_batch([prompt_ids], gen, eos_ids)[0]
+
+    def generate_batch(
+        self, prompts: list[list[int]], gen: GenerationConfig, eos_ids: tuple[int, ...]
+    ) -> list[GenerationResult]:
+        """AR decoding of several prompts at once (rows right-padded, per-row lengths and EOS).
+
+        Each row's tokens equal its single-prompt run: rows never see each other and padded
+        slots are masked. Seconds are the batch's wall time, shared by every row.
+        """
         if gen.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be >= 1 (got {gen.max_new_tokens})")
-        prompt_ids, capacity = self.fit_prompt(prompt_ids, gen)
-        n = len(prompt_ids)
-        bucket = prefill_bucket(n, capacity)
-        tokens = np.zeros((1, bucket), np.int32)
-        tokens[0, :n] = prompt_ids
+        fitted = [self.fit_prompt(ids, gen) for ids in prompts]
+        capacity = max(c for _, c in fitted)
+        lengths = [len(ids) for ids, _ in fitted]
+        bucket = prefill_bucket(max(lengths), capacity)
+        tokens = np.zeros((len(prompts), bucket), np.int32)
+        for row, (ids, _) in enumerate(fitted):
+            tokens[row, : len(ids)] = ids
         key = jax.random.key(gen.seed)
         temperature = jnp.float32(gen.temperature)
         eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
         start = time.perf_counter()
         cache, first = self.prefill(
-            self.params, self.new_cache(1, capacity), jnp.asarray(tokens), jnp.asarray([n], jnp.int32),
-            temperature, key,
+            self.params, self.new_cache(len(prompts), capacity), jnp.asarray(tokens),
+            jnp.asarray(lengths, jnp.int32), temperature, key,
         )
-        cache, out, count = self.ar_loop(
+        cache, out, counts = self.ar_loop(
             self.params, cache, first, jnp.int32(gen.max_new_tokens), eos, temperature, key
         )
-        count = int(count[0])
-        token_ids = np.asarray(out[0, :count]).tolist()
+        out, counts = np.asarray(out), np.asarray(counts)
         seconds = time.perf_counter() - start
-        return GenerationResult(token_ids, n, seconds, steps=count - 1, actions=[])
+        return [
+            GenerationResult(out[row, : counts[row]].tolist(), lengths[row], seconds, int(counts[row]) - 1, [])
+            for row in range(len(prompts))
+        ]

@@ -14,7 +14,9 @@ def select_token(logits: jax.Array, temperature: jax.Array, key: jax.Array) -> j
     """logits [B, V] float32 -> tokens [B] int32."""
 
     def sample(_):
-        return jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6), axis=-1)
+        # Every row draws with the same key, as it would alone: batching never changes a row.
+        scaled = logits / jnp.maximum(temperature, 1e-6)
+        return jax.vmap(lambda row: jax.random.categorical(key, row))(scaled)
 
     def greedy(_):
         return jnp.argmax(logits, axis=-1)
