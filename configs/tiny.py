@@ -1,0 +1,34 @@
+"""A complete pipeline on a seeded random tiny target + random head + a few prompts (tests)."""
+
+import os
+
+from ml_collections import ConfigDict
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+    cache = os.environ.get("RESPS_JAX_CACHE", os.path.expanduser("~/.cache/resps_jax"))
+    c = ConfigDict()
+    c.model = "tiny"
+    c.dtype = "float32"
+    c.workdir = os.path.join(cache, "runs", "tiny")
+    c.seed = 0
+
+    c.draft = ConfigDict()
+    c.draft.prompts = "builtin"
+    c.draft.max_prompts = 8
+    c.draft.answer_tokens = 24
+    c.draft.gen_batch = 8
+    c.draft.max_len = 96
+    c.draft.vocab_size = 200
+    c.draft.ttt_steps = 3
+    c.draft.step_decay = 0.8
+    c.draft.batch_size = 4
+    c.draft.lr = 1e-3
+    c.draft.warmup_steps = 2
+    c.draft.epochs = 2
+    c.draft.minutes = 5.0
+    c.draft.init_from_target = True
+    c.draft.eval_prompts = 5
+    c.draft.checkpoint_every = 2
+    c.draft.log_every = 1
+    return c

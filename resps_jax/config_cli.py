@@ -1,0 +1,47 @@
+"""`--config file.py[:arg] --config.a.b=v` parsing for the training/evaluation CLIs.
+
+ml_collections' config_flags does the loading and the typed overrides; this wraps it in a
+private absl FlagValues so that a bad file, an unknown key or a badly typed value becomes
+one `error: ...` line (UserError) instead of absl's usage dump.
+"""
+
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+from resps_jax.errors import UserError
+
+
+def parse_config_args(argv: list[str], extra_bools: tuple[str, ...] = ()) -> tuple[ConfigDict, dict[str, bool]]:
+    """argv -> (config, {flag: value}) for `--config ...` plus the boolean flags named."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    values = flags.FlagValues()
+    argv = ["prog", *argv]
+    try:
+        # config_flags reads argv when the flag is defined, to register the --config.x overrides.
+        config_flags.DEFINE_config_file(
+            "config", None, "ml_collections config file", flag_values=values, lock_config=True, sys_argv=argv
+        )
+        for name in extra_bools:
+            flags.DEFINE_bool(name, False, name, flag_values=values)
+        values(argv)
+        config = values.config
+        has_workdir = config is not None and "workdir" in config  # touching it surfaces load errors
+    except flags.Error as err:
+        raise UserError(_first_line(str(err))) from None
+    except (KeyError, AttributeError, ValueError, TypeError) as err:
+        raise UserError(f"bad --config override, unknown key or value: {_first_line(str(err))}") from None
+    except OSError as err:  # the config file itself (config_flags wraps the errno error)
+        detail = [line.strip() for line in str(err).splitlines() if line.strip().startswith("[Errno")]
+        raise UserError(f"cannot load --config: {detail[0] if detail else _first_line(str(err))}") from None
+    if config is None:
+        raise UserError("--config FILE.py is required")
+    if not has_workdir:
+        raise UserError("the config has no top-level 'workdir'")
+    return config, {name: bool(values[name].value) for name in extra_bools}
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "invalid arguments"

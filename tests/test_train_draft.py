@@ -1,0 +1,80 @@
+"""train_draft end to end on configs/tiny.py: official-format output, resume, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resps_jax.models.config import read_llama_config
+from resps_jax.models.loading import load_eagle3
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu", RESPS_JAX_NO_XLA_CACHE="1")
+    return subprocess.run(
+        [sys.executable, "-m", "resps_jax.train_draft", "--config", str(REPO / "configs" / "tiny.py"), *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    result = run([], cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return cache, result
+
+
+def test_writes_an_official_format_head(trained):
+    cache, result = trained
+    workdir = cache / "runs" / "tiny"
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 4  # 8 prompts, batch 4, 2 epochs
+    assert len(summary["heldout_top1_by_step"]) == 3
+    head = load_eagle3(workdir / "draft", read_llama_config(cache / "tiny" / "tiny-seed0"))
+    assert head.cfg.draft_vocab_size == 200
+    used = np.arange(200) + np.asarray(head.d2t[...])
+    assert np.all(np.diff(used) > 0) and used.max() < 257
+    report = json.loads((workdir / "draft_report.json").read_text())
+    assert report["train_prompts"] == 8 and report["heldout_prompts"] == 5
+    assert report["assistant_tokens"] > 0
+    lines = (workdir / "distill" / "train-24.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and all(len(json.loads(x)["answer_ids"]) <= 24 for x in lines)
+
+
+def test_rerun_refuses_to_overwrite_then_resumes(trained):
+    cache, _ = trained
+    again = run([], cache)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [line for line in again.stderr.strip().splitlines() if line.startswith("error: ")]
+    assert "--resume" in again.stderr
+    resumed = run(["--resume", "--config.draft.epochs=3"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step 4" in resumed.stdout
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 6
+    # the self-distilled answers were reused, not regenerated
+    assert "self-distilling answers" not in resumed.stderr.replace("0/0", "")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--config.draft.no_such_key=1"], "no_such_key"),
+        (["--config.draft.lr=fast"], "fast"),
+        (["--config.draft.vocab_size=100000"], "100000"),
+    ],
+)
+def test_bad_config_is_one_error_line(tmp_path, args, needle):
+    result = run(args, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
