@@ -15,6 +15,17 @@ import sys
 from resps_jax.errors import UserError, run_cli
 
 MODES = ("ar", "static", "resps")
+DEFAULT_TREE = (16, 4, 4)  # (TT, d, k) for --mode static without --tree; CPU-sized
+
+
+def parse_tree(text: str) -> tuple[int, int, int]:
+    try:
+        tt, d, k = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--tree {text!r}: expected TT,d,k (three integers, e.g. 16,4,4)") from None
+    if tt < 2 or d < 1 or k < 1:
+        raise UserError(f"--tree {text}: need TT >= 2, d >= 1, k >= 1")
+    return tt, d, k
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
     if args.cache_len is not None and args.cache_len < 1:
         raise UserError(f"--cache-len must be >= 1 (got {args.cache_len})")
-    if args.mode != "ar":
-        raise UserError(f"--mode {args.mode} needs the tree engine, which this build does not have yet")
+    if args.mode == "resps":
+        raise UserError("--mode resps needs a trained policy, which this build does not have yet")
+    tree = parse_tree(args.tree) if args.tree else DEFAULT_TREE
+    if args.mode == "static" and not args.draft:
+        raise UserError("--mode static needs --draft (an EAGLE-3 folder, or 'smollm2')")
     if args.mesh not in (None, "1x1"):
         raise UserError(f"--mesh {args.mesh}: sharded decoding is not available in this build yet")
 
@@ -69,11 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_runtime()
     prompts = args.prompt if args.prompt else read_prompts_jsonl(args.prompts)
 
-    from resps_jax.decoding.engine import Engine, GenerationConfig
-    from resps_jax.models.loading import load_target
+    from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+    from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
 
     target = load_target(args.model, dtype)
     engine = Engine(target.model)
+    decoder = engine
+    if args.mode == "static":
+        head = load_eagle3(resolve_draft_folder(args.draft), target.cfg, dtype)
+        decoder = SpeculativeEngine(engine, head, [tree])
     gen = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -84,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
     for text in prompts:
         ids = encode_prompt(target.tokenizer, text, chat=not args.no_chat)
-        result = engine.generate(ids, gen, eos)
+        result = decoder.generate(ids, gen, eos)
         answer = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
         if args.json:
             record = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import jax
@@ -44,6 +45,7 @@ class GenerationResult:
     seconds: float
     steps: int  # target forwards after prefill
     actions: list[tuple[int, int, int]]
+    accepted_per_step: list[int] = dataclasses.field(default_factory=list)  # tokens per step
 
     @property
     def new_tokens(self) -> int:
@@ -182,3 +184,118 @@ class Engine:
             GenerationResult(out[row, : counts[row]].tolist(), lengths[row], seconds, int(counts[row]) - 1, [])
             for row in range(len(prompts))
         ]
+
+
+Action = tuple[int, int, int]  # (TT, d, k)
+Policy = Callable[[np.ndarray], int]  # target features of the last committed token -> action index
+
+
+def tt_buckets(actions: Sequence[Action], max_buckets: int = 12) -> tuple[int, ...]:
+    """Verify shapes: the distinct TT values, merged upward when there are too many."""
+    values = sorted({tt for tt, _, _ in actions})
+    while len(values) > max_buckets:  # drop the bucket whose removal wastes least
+        waste = [values[i + 1] - values[i] for i in range(len(values) - 1)]
+        values.pop(int(np.argmin(waste)))
+    return tuple(values)
+
+
+class SpeculativeEngine:
+    """Tree speculative decoding over a target Engine and an EAGLE-3 head.
+
+    `actions` fixes the static limits: k_max and d_max over all actions, one compiled
+    interval per TT bucket (depth and k are traced values), plus prefill per prompt bucket.
+    """
+
+    def __init__(self, engine: Engine, head, actions: Sequence[Action]):
+        from resps_jax.decoding.spec import spec_interval, spec_prefill
+        from resps_jax.decoding.tree import TreeShape
+
+        if not actions:
+            raise UserError("the action set is empty")
+        for tt, d, k in actions:
+            if tt < 2 or d < 1 or k < 1:
+                raise UserError(f"invalid tree action (TT={tt}, d={d}, k={k}): need TT >= 2, d >= 1, k >= 1")
+        self.engine = engine
+        self.actions = [tuple(int(v) for v in a) for a in actions]
+        self.k_max = max(k for _, _, k in self.actions)
+        self.d_max = max(d for _, d, _ in self.actions)
+        self.buckets = tt_buckets(self.actions)
+        self.graphdef_h, self.params_h = nnx.split(head)
+        self.shapes = {b: TreeShape(self.k_max, self.d_max, b) for b in self.buckets}
+        self.path_width = self.d_max + 2
+        gt, gh = engine.graphdef, self.graphdef_h
+        self.prefill = jax.jit(
+            partial(spec_prefill, gt, gh), static_argnames=("out_width",), donate_argnames=("target_cache", "draft_cache")
+        )
+        self.intervals = {
+            b: jax.jit(partial(spec_interval, gt, gh, shape=shape), donate_argnames=("state",))
+            for b, shape in self.shapes.items()
+        }
+
+    @property
+    def tree_margin(self) -> int:
+        return max(self.buckets) + self.path_width
+
+    def executables(self) -> int:
+        return self.prefill._cache_size() + sum(f._cache_size() for f in self.intervals.values())
+
+    def bucket_for(self, tt: int) -> int:
+        for b in self.buckets:
+            if tt <= b:
+                return b
+        raise UserError(f"TT={tt} exceeds the largest compiled bucket {self.buckets[-1]}")
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        gen: GenerationConfig,
+        eos_ids: tuple[int, ...],
+        policy: Policy | None = None,
+        interval: int = 30,
+    ) -> GenerationResult:
+        """Speculative decoding; `policy` picks an action index every `interval` steps.
+
+        Without a policy the first action is used throughout (a static tree).
+        """
+        if gen.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be >= 1 (got {gen.max_new_tokens})")
+        if interval < 1:
+            raise UserError(f"the cache interval must be >= 1 (got {interval})")
+        gen = dataclasses.replace(gen, tree_margin=max(gen.tree_margin, self.tree_margin))
+        prompt_ids, capacity = self.engine.fit_prompt(prompt_ids, gen)
+        n = len(prompt_ids)
+        bucket = prefill_bucket(n, capacity)
+        tokens = np.zeros((1, bucket), np.int32)
+        tokens[0, :n] = prompt_ids
+        draft_capacity = capacity + (self.d_max + 1) * self.k_max
+        temperature = jnp.float32(gen.temperature)
+        eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
+        key = jax.random.key(gen.seed)
+        c = self.head_cfg
+        start = time.perf_counter()
+        state = self.prefill(
+            self.engine.params, self.params_h, self.engine.new_cache(1, capacity),
+            KVCache.create(1, 1, draft_capacity, c.num_kv_heads, c.head_dim, self.engine.dtype),
+            jnp.asarray(tokens), jnp.asarray([n], jnp.int32), temperature, key, out_width=self.path_width,
+        )
+        actions: list[Action] = []
+        max_new = jnp.int32(gen.max_new_tokens)
+        while not bool(state.done) and int(state.count) < gen.max_new_tokens:
+            index = 0 if policy is None else int(policy(np.asarray(state.last_taps)))
+            if not 0 <= index < len(self.actions):
+                raise UserError(f"the policy chose action {index}, outside 0..{len(self.actions) - 1}")
+            tt, d, k = self.actions[index]
+            actions.append((tt, d, k))
+            state = self.intervals[self.bucket_for(tt)](
+                self.engine.params, self.params_h, state, jnp.int32(tt), jnp.int32(d), jnp.int32(k),
+                jnp.int32(interval if policy is not None else 1 << 30), max_new, eos, temperature,
+            )
+        count, steps = int(state.count), int(state.steps)
+        token_ids = np.asarray(state.out[:count]).tolist()
+        seconds = time.perf_counter() - start
+        accepted = np.asarray(state.accepted[:steps]).tolist()
+        return GenerationResult(token_ids, n, seconds, steps=steps, actions=actions, accepted_per_step=accepted)
+
+    @property
+    def head_cfg(self):
+        return nnx.merge(self.graphdef_h, self.params_h).cfg

@@ -385,6 +385,19 @@ def resolve_model_folder(spec: str) -> Path:
     return path
 
 
+def resolve_draft_folder(spec: str) -> Path:
+    """`smollm2` (the head train_draft made for the embedded default) or an EAGLE-3 folder."""
+    if spec == EMBEDDED_DEFAULT:
+        folder = cache_root() / "drafts" / EMBEDDED_DEFAULT / "draft"
+        if not (folder / "config.json").is_file():
+            raise UserError(
+                f"no trained SmolLM2 head at {folder}; make one with `make demo` or "
+                "`python -m resps_jax.train_draft --config configs/smollm2.py`"
+            )
+        return folder
+    return Path(spec).expanduser()
+
+
 def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 

@@ -1,0 +1,132 @@
+"""The speculative decoding step and its N-step interval, as pure functions over split state.
+
+One step: grow a tree from the head's last output, verify it in one target forward (tree
+ancestor mask, depth positions), walk it to the accepted path plus a bonus token, compact
+the target cache, and re-encode the newly committed tokens into the head with their true
+target features. An interval runs N such steps with one action (TT, d, k) in a single
+`lax.while_loop`, stopping early at EOS or the token budget: one host dispatch per interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from resps_jax.decoding.sampling import select_token
+from resps_jax.decoding.tree import TreeShape, grow_tree
+from resps_jax.decoding.verify import commit_path, walk_tree
+from resps_jax.models.cache import KVCache
+from resps_jax.models.llama import causal_mask
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SpecState:
+    target_cache: KVCache
+    draft_cache: KVCache
+    root: jax.Array  # [] next token to verify (sampled by the target, already emitted)
+    last_out: jax.Array  # [H] the head's output at the last committed position
+    last_taps: jax.Array  # [3H] target features of the last committed token (the policy's state)
+    out: jax.Array  # [S + W] emitted tokens
+    count: jax.Array  # [] tokens emitted so far
+    steps: jax.Array  # [] speculative steps taken
+    accepted: jax.Array  # [S] tokens emitted per step (a + 1)
+    done: jax.Array  # [] EOS or budget reached
+    key: jax.Array
+
+
+def spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft_cache, tokens, valid,
+                 temperature, key, out_width: int) -> SpecState:
+    """Target prefill (first token + taps), then the head over the prompt with its true features."""
+    target = nnx.merge(graphdef_t, params_t)
+    head = nnx.merge(graphdef_h, params_h)
+    _, p = tokens.shape
+    positions = jnp.arange(p, dtype=jnp.int32)[None]
+    hidden, taps, target_cache = target(tokens, positions, target_cache, causal_mask(1, p))
+    n = valid[0]
+    last = jax.lax.dynamic_index_in_dim(hidden[0], n - 1, keepdims=False)
+    root = select_token(target.logits(last[None]), temperature, jax.random.fold_in(key, 0))[0]
+    target_cache = target_cache.with_lengths(valid)
+    # the head's input at position j pairs f_j with token j+1 (the root after the prompt)
+    next_tokens = jnp.concatenate([tokens[0, 1:], jnp.zeros((1,), jnp.int32)]).at[n - 1].set(root)
+    embeds = jnp.take(target.embed_tokens.weight[...], next_tokens, axis=0)[None]
+    out, draft_cache = head(embeds, taps, positions, draft_cache, causal_mask(1, p))
+    draft_cache = draft_cache.with_lengths(valid)
+    capacity = target_cache.capacity
+    return SpecState(
+        target_cache=target_cache,
+        draft_cache=draft_cache,
+        root=root,
+        last_out=jax.lax.dynamic_index_in_dim(out[0], n - 1, keepdims=False),
+        last_taps=jax.lax.dynamic_index_in_dim(taps[0], n - 1, keepdims=False),
+        out=jnp.zeros((capacity + out_width,), jnp.int32).at[0].set(root),
+        count=jnp.int32(1),
+        steps=jnp.int32(0),
+        accepted=jnp.zeros((capacity,), jnp.int32),
+        done=jnp.bool_(False),
+        key=key,
+    )
+
+
+def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, temperature, shape: TreeShape) -> SpecState:
+    embed = target.embed_tokens.weight[...]
+    tree = grow_tree(head, embed, state.draft_cache, state.last_out, state.root, tt, depth, k, shape)
+    n = state.target_cache.lengths  # [1]
+    positions = (n[:, None] + tree.depths[None]).astype(jnp.int32)  # [1, TT]
+    hidden, taps, cache = target(tree.tokens[None], positions, state.target_cache, tree.ancestors[None])
+    logits = target.logits(hidden[0])  # [TT, V]
+    step_key = jax.random.fold_in(state.key, state.steps + 1)
+    width = shape.path_width
+    path, accepted, bonus = walk_tree(tree, logits, temperature, step_key, width)
+    count = accepted + 1
+    cache = commit_path(cache, path, count[None])
+
+    # tokens this step emits: the accepted drafts, then the bonus
+    j = jnp.arange(width)
+    drafts = tree.tokens[jnp.maximum(path, 0)]
+    emit = jnp.where(j < accepted, jnp.roll(drafts, -1), jnp.where(j == accepted, bonus, 0))  # [W]
+    is_eos = jnp.isin(emit, eos_ids) & (j < count)
+    first_eos = jnp.where(is_eos.any(), jnp.argmax(is_eos), width)
+    emitted = jnp.minimum(jnp.minimum(count, first_eos + 1), max_new - state.count)
+    out = jax.lax.dynamic_update_slice(state.out, jnp.where(j < emitted, emit, 0), (state.count,))
+
+    # re-encode the committed tokens into the head with their true target features
+    step_taps = taps[0][jnp.maximum(path, 0)]  # [W, 3H]
+    embeds = jnp.take(embed, emit, axis=0)[None]  # token after each committed one
+    dpos = (n[:, None] + j[None]).astype(jnp.int32)
+    draft_cache = state.draft_cache.with_lengths(n)
+    out_h, draft_cache = head(embeds, step_taps[None], dpos, draft_cache, causal_mask(1, width))
+    draft_cache = draft_cache.with_lengths(n + count)
+
+    return SpecState(
+        target_cache=cache,
+        draft_cache=draft_cache,
+        root=bonus,
+        last_out=out_h[0, accepted],
+        last_taps=step_taps[accepted],
+        out=out,
+        count=state.count + emitted,
+        steps=state.steps + 1,
+        accepted=state.accepted.at[state.steps].set(count),
+        done=state.done | is_eos.any() | (state.count + emitted >= max_new),
+        key=state.key,
+    )
+
+
+def spec_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, tt, depth, k, n_steps, max_new,
+                  eos_ids, temperature, shape: TreeShape) -> SpecState:
+    """Up to n_steps speculative steps with one action, as one while_loop."""
+    target = nnx.merge(graphdef_t, params_t)
+    head = nnx.merge(graphdef_h, params_h)
+    start = state.steps
+
+    def cond(s: SpecState):
+        return ~s.done & (s.steps - start < n_steps)
+
+    def body(s: SpecState):
+        return spec_step(target, head, s, tt, depth, k, max_new, eos_ids, temperature, shape)
+
+    return jax.lax.while_loop(cond, body, state)

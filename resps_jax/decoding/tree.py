@@ -1,0 +1,153 @@
+"""Draft-tree growth under (TT, d, k) on padded static-shape arrays, as EAGLE-2/3 grow it.
+
+Level 1 is the top-k of the head's prediction after the root. Each of d expansions runs
+the head once on the k frontier nodes, takes every node's top-k children (cumulative
+log-prob = parent + child), pools all k*k of them, and keeps the global top-k as the next
+frontier. The final tree is the root plus the TT-1 best pooled nodes by score, ordered by
+pool index (so parents come before children). Shapes depend only on k_max, d_max and the
+TT bucket: k is a masked width (children and frontier slots >= k score -inf), d a
+`fori_loop` bound, and TT a mask over the bucket, so one executable serves many actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from resps_jax.models.cache import KVCache
+from resps_jax.models.eagle3 import Eagle3Head
+
+NEG = -jnp.inf
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeShape:
+    """Static limits of one compiled tree step: the widest k, deepest d, and the TT bucket."""
+
+    k_max: int
+    d_max: int
+    tt_bucket: int
+
+    @property
+    def pool_size(self) -> int:
+        return self.k_max + self.d_max * self.k_max * self.k_max
+
+    @property
+    def path_width(self) -> int:
+        """Longest root-to-leaf path: the root plus d_max + 1 drafted levels."""
+        return self.d_max + 2
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DraftTree:
+    tokens: jax.Array  # [TT] target ids; slot 0 is the root
+    parents: jax.Array  # [TT] parent slot (root: 0)
+    depths: jax.Array  # [TT] root 0
+    valid: jax.Array  # [TT] bool
+    ancestors: jax.Array  # [TT, TT] bool: j is i or an ancestor of i (valid nodes only)
+
+
+def grow_tree(
+    head: Eagle3Head,
+    embed_table: jax.Array,  # [V, H] the target's embeddings
+    draft_cache: KVCache,  # committed prefix of length n (per row 0)
+    last_out: jax.Array,  # [H] the head's output at position n-1 (predicts level 1)
+    root: jax.Array,  # [] the root token (sampled by the target, not yet verified)
+    tt: jax.Array,  # [] int32 total tokens including the root, <= shape.tt_bucket
+    depth: jax.Array,  # [] int32 expansions, <= shape.d_max
+    k: jax.Array,  # [] int32 top-k, <= shape.k_max
+    shape: TreeShape,
+) -> DraftTree:
+    km, dm = shape.k_max, shape.d_max
+    n = draft_cache.lengths[0]
+    width_ok = jnp.arange(km) < k  # [km]
+
+    def top_children(out: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[F, H] outputs -> top-k_max child (log-prob, target id) per node, slots >= k masked."""
+        logp = jax.nn.log_softmax(head.logits(out), axis=-1)  # [F, Vd]
+        values, draft_ids = jax.lax.top_k(logp, km)  # [F, km]
+        return jnp.where(width_ok, values, NEG), head.to_target_ids(draft_ids)
+
+    # level 1: children of the root
+    scores1, tokens1 = top_children(last_out[None])
+    scores1, tokens1 = scores1[0], tokens1[0]  # [km]
+    pool_scores = jnp.full((shape.pool_size,), NEG).at[:km].set(scores1)
+    pool_tokens = jnp.zeros((shape.pool_size,), jnp.int32).at[:km].set(tokens1)
+    pool_parents = jnp.full((shape.pool_size,), -1, jnp.int32)  # pool index of the parent; -1: root
+    pool_depths = jnp.ones((shape.pool_size,), jnp.int32)
+
+    slots = jnp.arange(draft_cache.capacity)
+
+    def expand(i, carry):
+        cache, f_tokens, f_scores, f_pool, f_hidden, f_anc, pool = carry
+        p_scores, p_tokens, p_parents, p_depths = pool
+        # the frontier (level i+1) reads the prefix, its ancestors' slots, and its own slot
+        own = n + i * km + jnp.arange(km)  # [km]
+        self_slot = slots[None, :] == own[:, None]  # [km, S]
+        mask = (slots[None, :] < n) | f_anc | self_slot  # [km, S]
+        embeds = jnp.take(embed_table, f_tokens, axis=0)[None]  # [1, km, H]
+        positions = jnp.full((1, km), n + i, jnp.int32)
+        cache = cache.with_lengths(jnp.full((1,), n + i * km, jnp.int32))
+        out, cache = head(embeds, f_hidden[None], positions, cache, None, mask=mask[None])
+        out = out[0]  # [km, H]
+        c_scores, c_tokens = top_children(out)  # [km, km]
+        cum = jnp.where(f_scores[:, None] > NEG, f_scores[:, None] + c_scores, NEG)  # [km, km]
+        start = km + i * km * km
+        flat_scores, flat_tokens = cum.reshape(-1), c_tokens.reshape(-1)
+        flat_parents = jnp.repeat(f_pool, km)
+        p_scores = jax.lax.dynamic_update_slice(p_scores, flat_scores, (start,))
+        p_tokens = jax.lax.dynamic_update_slice(p_tokens, flat_tokens, (start,))
+        p_parents = jax.lax.dynamic_update_slice(p_parents, flat_parents, (start,))
+        p_depths = jax.lax.dynamic_update_slice(p_depths, jnp.full((km * km,), i + 2, jnp.int32), (start,))
+        # next frontier: the global top-k of the k*k children (slots >= k stay -inf)
+        best_scores, best = jax.lax.top_k(flat_scores, km)
+        best_scores = jnp.where(width_ok, best_scores, NEG)
+        parent_row = best // km
+        next_anc = f_anc[parent_row] | self_slot[parent_row]
+        carry = (cache, flat_tokens[best], best_scores, start + best, out[parent_row], next_anc,
+                 (p_scores, p_tokens, p_parents, p_depths))
+        return carry
+
+    frontier_anc = jnp.zeros((km, draft_cache.capacity), bool)
+    carry = (draft_cache, tokens1, scores1, jnp.arange(km, dtype=jnp.int32), jnp.broadcast_to(last_out, (km, last_out.shape[-1])),
+             frontier_anc, (pool_scores, pool_tokens, pool_parents, pool_depths))
+    carry = jax.lax.fori_loop(0, depth, expand, carry)
+    p_scores, p_tokens, p_parents, p_depths = carry[-1]
+
+    # rerank: the best TT-1 pooled nodes, then back into pool order (parents first)
+    nodes = shape.tt_bucket - 1
+    if nodes > shape.pool_size:  # tiny trees: a pool smaller than the bucket
+        p_scores = jnp.concatenate([p_scores, jnp.full((nodes - shape.pool_size,), NEG)])
+    sel_scores, sel = jax.lax.top_k(p_scores, nodes)
+    chosen = (jnp.arange(nodes) < tt - 1) & (sel_scores > NEG)
+    order_key = jnp.where(chosen, sel, p_scores.shape[0] + jnp.arange(nodes))
+    sel = jnp.sort(order_key)
+    chosen = sel < shape.pool_size
+    sel = jnp.where(chosen, sel, 0)
+    # parent slot: position of the parent's pool index among the chosen (root = slot 0)
+    parent_pool = p_parents[sel]
+    match = (sel[None, :] == parent_pool[:, None]) & chosen[None, :]  # [nodes, nodes]
+    parent_slot = jnp.where(parent_pool < 0, 0, jnp.argmax(match, axis=1) + 1)
+    parent_found = (parent_pool < 0) | match.any(axis=1)
+
+    tt_b = shape.tt_bucket
+    tokens = jnp.concatenate([root[None].astype(jnp.int32), jnp.where(chosen, p_tokens[sel], 0)])
+    parents = jnp.concatenate([jnp.zeros((1,), jnp.int32), parent_slot.astype(jnp.int32)])
+    depths = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.where(chosen, p_depths[sel], 0)])
+    valid = jnp.concatenate([jnp.ones((1,), bool), chosen & parent_found])
+
+    # a node is valid only if its whole ancestry is; ancestors by following parent pointers
+    eye = jnp.eye(tt_b, dtype=bool)
+    anc, ptr, ok = eye, parents, valid
+    for _ in range(shape.path_width):
+        anc = anc | jax.nn.one_hot(ptr, tt_b, dtype=bool)
+        ok = ok & valid[ptr]
+        ptr = parents[ptr]
+    valid = ok
+    anc = jnp.where(valid[:, None], anc, eye) & (valid[None, :] | eye)
+    return DraftTree(tokens=jnp.where(valid, tokens, 0), parents=jnp.where(valid, parents, 0),
+                     depths=jnp.where(valid, depths, 0), valid=valid, ancestors=anc)
+
