@@ -23,9 +23,9 @@ def parse_tree(text: str) -> tuple[int, int, int]:
         tt, d, k = (int(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--tree {text!r}: expected TT,d,k (three integers, e.g. 16,4,4)") from None
-    if tt < 2 or d < 1 or k < 1:
-        raise UserError(f"--tree {text}: need TT >= 2, d >= 1, k >= 1")
-    return tt, d, k
+    from resps_jax.decoding.tree import validate_actions
+
+    return validate_actions([(tt, d, k)])[0]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -210,13 +210,10 @@ class SpeculativeEngine:
         from resps_jax.decoding.spec import spec_interval, spec_prefill
         from resps_jax.decoding.tree import TreeShape
 
-        if not actions:
-            raise UserError("the action set is empty")
-        for tt, d, k in actions:
-            if tt < 2 or d < 1 or k < 1:
-                raise UserError(f"invalid tree action (TT={tt}, d={d}, k={k}): need TT >= 2, d >= 1, k >= 1")
+        from resps_jax.decoding.tree import validate_actions
+
         self.engine = engine
-        self.actions = [tuple(int(v) for v in a) for a in actions]
+        self.actions = validate_actions([tuple(int(v) for v in a) for a in actions])
         self.k_max = max(k for _, _, k in self.actions)
         self.d_max = max(d for _, d, _ in self.actions)
         self.buckets = tt_buckets(self.actions)

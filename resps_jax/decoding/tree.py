@@ -12,10 +12,12 @@ TT bucket: k is a masked width (children and frontier slots >= k score -inf), d 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache
 from resps_jax.models.eagle3 import Eagle3Head
 
@@ -151,3 +153,19 @@ def grow_tree(
     return DraftTree(tokens=jnp.where(valid, tokens, 0), parents=jnp.where(valid, parents, 0),
                      depths=jnp.where(valid, depths, 0), valid=valid, ancestors=anc)
 
+
+def validate_actions(actions: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+    """A user-given action set, checked: non-empty, integer triples, TT >= 2, d, k >= 1, no repeats."""
+    if not actions:
+        raise UserError("the action set is empty")
+    out: list[tuple[int, int, int]] = []
+    for a in actions:
+        if len(a) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in a):
+            raise UserError(f"action {list(a)!r} is not three integers (TT, d, k)")
+        tt, d, k = a
+        if tt < 2 or d < 1 or k < 1:
+            raise UserError(f"invalid action (TT={tt}, d={d}, k={k}): need TT >= 2, d >= 1, k >= 1")
+        out.append((tt, d, k))
+    if len(set(out)) != len(out):
+        raise UserError("the action set repeats an action")
+    return out

@@ -1,0 +1,33 @@
+"""Discrete tree actions (TT, d, k): the paper's set, a CPU set, and their validation.
+
+The paper keeps the combinations with TT <= k**(d-1) (a tree of depth d and width k can
+hold that many nodes): 177 of the 6 x 6 x 5 = 180.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from resps_jax.decoding.tree import validate_actions
+
+__all__ = ["Action", "action_grid", "feasible", "paper_actions", "validate_actions"]
+
+PAPER_TT = (32, 48, 64, 80, 96, 128)
+PAPER_DEPTH = (3, 4, 5, 6, 7, 8)
+PAPER_TOPK = (8, 12, 16, 20, 32)
+
+Action = tuple[int, int, int]
+
+
+def feasible(tt: int, d: int, k: int) -> bool:
+    return tt <= k ** (d - 1)
+
+
+def action_grid(tts: Iterable[int], depths: Iterable[int], topks: Iterable[int]) -> list[Action]:
+    """Every feasible (TT, d, k), in TT-major order (the paper's index order)."""
+    return [(tt, d, k) for tt, d, k in itertools.product(tts, depths, topks) if feasible(tt, d, k)]
+
+
+def paper_actions() -> list[Action]:
+    return action_grid(PAPER_TT, PAPER_DEPTH, PAPER_TOPK)
