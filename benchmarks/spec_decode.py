@@ -1,0 +1,142 @@
+"""Speculative decoding speed on the embedded default, side by side in one run.
+
+For SmolLM2-135M-Instruct + its trained EAGLE-3 head, over held-out benchmark prompts (first
+turns, chat template): our AR, static trees on a grid (EAGLE-3's GPU defaults 60/5/10 and
+60/7/10, a plain chain, and CPU-sized trees), transformers' greedy generate and its assisted
+generation by prompt lookup. Prints tokens/s, mean accepted tokens per step, speedup over our
+AR, and whether every output is token-identical to our AR (greedy, so it must be).
+
+    python benchmarks/spec_decode.py [--per-benchmark 4] [--new-tokens 128] [--draft smollm2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark
+from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder, smollm2_gguf
+from resps_jax.prompting import encode_prompt, eos_token_ids
+from resps_jax.runtime import setup_runtime
+
+GRID = [
+    (60, 5, 10), (60, 7, 10),  # EAGLE-3's evaluation default and its library default (GPU-sized)
+    (7, 5, 1),  # a plain chain: 5 expansions of top-1 (EAGLE's depth counts expansions)
+    (4, 2, 2), (6, 3, 2), (8, 3, 2), (8, 4, 2), (10, 4, 3), (12, 4, 3), (16, 4, 4), (16, 5, 4), (24, 5, 4), (32, 6, 8),
+]
+
+
+def run_decoder(name, generate, prompts, reference=None) -> dict:
+    for ids in warmup_prompts(prompts):  # compile every prefill bucket outside the timed runs
+        generate(ids)
+    tokens = seconds = steps = drafted = 0
+    mismatches = []
+    for i, ids in enumerate(prompts):
+        result = generate(ids)
+        tokens += result.new_tokens
+        seconds += result.seconds
+        steps += result.steps
+        drafted += result.new_tokens - 1
+        if reference is not None and result.token_ids != reference[i]:
+            mismatches.append(i)
+    return {
+        "decoder": name, "tokens": tokens, "seconds": round(seconds, 3), "tok_s": tokens / seconds,
+        "mean_accepted": drafted / steps if steps else 0.0, "mismatches": mismatches,
+    }
+
+
+def warmup_prompts(prompts: list[list[int]]) -> list[list[int]]:
+    """One prompt per prefill bucket (the cache length is fixed for the whole run)."""
+    from resps_jax.decoding.engine import MIN_PREFILL_BUCKET
+
+    seen, chosen = set(), []
+    for ids in prompts:
+        bucket = max(MIN_PREFILL_BUCKET, 1 << (len(ids) - 1).bit_length())
+        if bucket not in seen:
+            seen.add(bucket)
+            chosen.append(ids)
+    return chosen
+
+
+def hf_decoders(prompts, new_tokens: int, eos: tuple[int, ...]):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2_gguf()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+
+    def timed(**kwargs):
+        def run(ids):
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False,
+                                     eos_token_id=list(eos), pad_token_id=eos[0], **kwargs)
+            new = out[0, len(ids):].tolist()
+            return _Result(new, time.perf_counter() - start)
+        return run
+
+    return {"transformers greedy": timed(), "transformers prompt lookup (10)": timed(prompt_lookup_num_tokens=10)}
+
+
+class _Result:
+    def __init__(self, token_ids, seconds):
+        self.token_ids, self.seconds = token_ids, seconds
+        self.new_tokens, self.steps = len(token_ids), 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-benchmark", type=int, default=4)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--draft", default="smollm2")
+    parser.add_argument("--trees", help="semicolon-separated TT,d,k list replacing the grid")
+    parser.add_argument("--no-hf", action="store_true")
+    parser.add_argument("--json-out", help="write the rows here too")
+    args = parser.parse_args()
+    setup_runtime()
+
+    target = load_target("smollm2")
+    head = load_eagle3(resolve_draft_folder(args.draft), target.cfg)
+    engine = Engine(target.model)
+    eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
+    questions = [q for name in BENCHMARKS for q in load_benchmark(name, limit=args.per_benchmark)]
+    prompts = [encode_prompt(target.tokenizer, q.turns[0]) for q in questions]
+    grid = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";")] if args.trees else GRID
+    margin = max(tt for tt, _, _ in grid) + max(d for _, d, _ in grid) + 2
+    longest = max(len(ids) for ids in prompts)
+    cache_len = -(-(longest + args.new_tokens + margin) // 128) * 128  # one cache length for every run
+    gen = GenerationConfig(max_new_tokens=args.new_tokens, tree_margin=margin, cache_len=cache_len)
+
+    ar_outputs = [engine.generate(ids, gen, eos).token_ids for ids in prompts]
+    rows = [run_decoder("resps_jax AR", lambda ids: engine.generate(ids, gen, eos), prompts, ar_outputs)]
+    for tree in grid:
+        spec = SpeculativeEngine(engine, head, [tree])
+        rows.append(run_decoder(f"static {tree[0]}/{tree[1]}/{tree[2]}", lambda ids, s=spec: s.generate(ids, gen, eos),
+                                prompts, ar_outputs))
+        print(_fmt(rows[-1], rows[0]["tok_s"]), flush=True)
+    if not args.no_hf:
+        for name, run in hf_decoders(prompts, args.new_tokens, eos).items():
+            rows.append(run_decoder(name, run, prompts, ar_outputs))
+
+    print(f"\nSmolLM2-135M-Instruct f32 + EAGLE-3 head ({args.draft}); {len(prompts)} held-out prompts "
+          f"({args.per_benchmark} per benchmark, first turn), {args.new_tokens} new tokens max, greedy")
+    print(f"{'decoder':<34}{'tok/s':>8}{'mean acc':>10}{'vs AR':>8}{'identical':>11}")
+    for row in rows:
+        print(_fmt(row, rows[0]["tok_s"]))
+    best = max(rows[1 : 1 + len(grid)], key=lambda r: r["tok_s"])
+    print(f"\nbest static tree: {best['decoder']} at {best['tok_s'] / rows[0]['tok_s']:.2f}x our AR")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+def _fmt(row: dict, ar_tok_s: float) -> str:
+    same = "yes" if not row["mismatches"] else f"no ({len(row['mismatches'])})"
+    return (f"{row['decoder']:<34}{row['tok_s']:>8.1f}{row['mean_accepted']:>10.2f}"
+            f"{row['tok_s'] / ar_tok_s:>7.2f}x{same:>11}")
+
+
+if __name__ == "__main__":
+    main()
