@@ -217,6 +217,7 @@ class SpeculativeEngine:
         self.k_max = max(k for _, _, k in self.actions)
         self.d_max = max(d for _, d, _ in self.actions)
         self.buckets = tt_buckets(self.actions)
+        self.head_cfg = head.cfg
         self.graphdef_h, self.params_h = nnx.split(head)
         self.shapes = {b: TreeShape(self.k_max, self.d_max, b) for b in self.buckets}
         self.path_width = self.d_max + 2
@@ -292,7 +293,3 @@ class SpeculativeEngine:
         seconds = time.perf_counter() - start
         accepted = np.asarray(state.accepted[:steps]).tolist()
         return GenerationResult(token_ids, n, seconds, steps=steps, actions=actions, accepted_per_step=accepted)
-
-    @property
-    def head_cfg(self):
-        return nnx.merge(self.graphdef_h, self.params_h).cfg

@@ -63,7 +63,7 @@ def grow_tree(
     k: jax.Array,  # [] int32 top-k, <= shape.k_max
     shape: TreeShape,
 ) -> DraftTree:
-    km, dm = shape.k_max, shape.d_max
+    km = shape.k_max
     n = draft_cache.lengths[0]
     width_ok = jnp.arange(km) < k  # [km]
 
