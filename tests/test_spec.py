@@ -229,3 +229,27 @@ def test_invalid_action_sets_are_refused():
 def test_tree_shape_sizes():
     shape = TreeShape(k_max=10, d_max=7, tt_bucket=60)
     assert shape.pool_size == 10 + 7 * 100 and shape.path_width == 9
+
+
+def test_policy_sees_target_features_and_intervals_are_reported():
+    target, head = random_pair(SMALL, seed=6, draft_vocab=64)
+    engine = Engine(target)
+    actions = [(8, 3, 2), (16, 4, 4), (4, 1, 1)]
+    spec = SpeculativeEngine(engine, head, actions)
+    seen = []
+
+    def policy(state):
+        seen.append(state.shape)
+        return len(seen) % 3
+
+    prompt = list(range(1, 14))
+    gen = GenerationConfig(max_new_tokens=30)
+    result = spec.generate(prompt, gen, eos_ids=(), policy=policy, interval=3)
+    assert result.token_ids == engine.generate(prompt, gen, eos_ids=()).token_ids
+    assert set(seen) == {(3 * SMALL.hidden_size,)}
+    assert len(result.intervals) == len(result.actions) == len(seen)
+    assert [actions[i] for i, *_ in result.intervals] == result.actions
+    assert sum(t for _, t, _, _ in result.intervals) == result.new_tokens - 1
+    assert all(s <= 3 for _, _, s, _ in result.intervals[:-1]) and sum(s for _, _, s, _ in result.intervals) == result.steps
+    with pytest.raises(UserError, match="outside"):
+        spec.generate(prompt, gen, eos_ids=(), policy=lambda _s: 7, interval=3)

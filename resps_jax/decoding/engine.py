@@ -46,6 +46,8 @@ class GenerationResult:
     steps: int  # target forwards after prefill
     actions: list[tuple[int, int, int]]
     accepted_per_step: list[int] = dataclasses.field(default_factory=list)  # tokens per step
+    # one (action index, tokens, steps, seconds) per interval: the policy's reward signal
+    intervals: list[tuple[int, int, int, float]] = dataclasses.field(default_factory=list)
 
     @property
     def new_tokens(self) -> int:
@@ -253,7 +255,10 @@ class SpeculativeEngine:
     ) -> GenerationResult:
         """Speculative decoding; `policy` picks an action index every `interval` steps.
 
-        Without a policy the first action is used throughout (a static tree).
+        Without a policy the first action is used throughout (a static tree), as one
+        dispatch. The policy sees the target features of the last committed token (the
+        paper's state) and nothing else; each interval's tokens, steps and wall time
+        (policy call included) come back in `result.intervals`.
         """
         if gen.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be >= 1 (got {gen.max_new_tokens})")
@@ -277,8 +282,11 @@ class SpeculativeEngine:
             jnp.asarray(tokens), jnp.asarray([n], jnp.int32), temperature, key, out_width=self.path_width,
         )
         actions: list[Action] = []
+        log: list[tuple[int, int, int, float]] = []
         max_new = jnp.int32(gen.max_new_tokens)
-        while not bool(state.done) and int(state.count) < gen.max_new_tokens:
+        count, steps = int(state.count), 0
+        while not bool(state.done) and count < gen.max_new_tokens:
+            tick = time.perf_counter()
             index = 0 if policy is None else int(policy(np.asarray(state.last_taps)))
             if not 0 <= index < len(self.actions):
                 raise UserError(f"the policy chose action {index}, outside 0..{len(self.actions) - 1}")
@@ -288,8 +296,11 @@ class SpeculativeEngine:
                 self.engine.params, self.params_h, state, jnp.int32(tt), jnp.int32(d), jnp.int32(k),
                 jnp.int32(interval if policy is not None else 1 << 30), max_new, eos, temperature,
             )
-        count, steps = int(state.count), int(state.steps)
+            new_count, new_steps = int(state.count), int(state.steps)  # waits for the interval
+            log.append((index, new_count - count, new_steps - steps, time.perf_counter() - tick))
+            count, steps = new_count, new_steps
         token_ids = np.asarray(state.out[:count]).tolist()
         seconds = time.perf_counter() - start
         accepted = np.asarray(state.accepted[:steps]).tolist()
-        return GenerationResult(token_ids, n, seconds, steps=steps, actions=actions, accepted_per_step=accepted)
+        return GenerationResult(token_ids, n, seconds, steps=steps, actions=actions,
+                                accepted_per_step=accepted, intervals=log)
