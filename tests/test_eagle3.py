@@ -176,3 +176,22 @@ def test_equal_vocabularies_need_no_d2t(tmp_path):
     save_file(tensors, str(folder / "model.safetensors"))
     loaded = load_eagle3(folder, TARGET)
     np.testing.assert_array_equal(np.asarray(loaded.to_target_ids(jnp.arange(300))), np.arange(300))
+
+
+def test_cli_refuses_a_mismatched_draft_in_one_line(tmp_path):
+    """generate --mode static with a head made for another target: one `error:` line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    other = LlamaConfig(vocab_size=257, hidden_size=48, intermediate_size=96, num_layers=8, num_heads=4, num_kv_heads=2, head_dim=12)
+    save_eagle3(Eagle3Head(Eagle3Config.for_target(other), rngs=nnx.Rngs(0)), tmp_path / "draft")
+    env = dict(os.environ, RESPS_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-m", "resps_jax.generate", "--model", "tiny", "--mode", "static", "--draft",
+         str(tmp_path / "draft"), "--prompt", "hi", "--max-new-tokens", "4"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "hidden_size 48" in lines[0] and "64" in lines[0]
