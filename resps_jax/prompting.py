@@ -26,7 +26,12 @@ def eos_token_ids(tokenizer, config_eos: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def read_prompts_jsonl(path: str) -> list[str]:
-    """First turn of each line: `turns[0]`, `prompt`, `instruction` or `text`."""
+    """First user turn of each line, in any record format `data.prompts` reads.
+
+    Unlike training sources, benchmark files are welcome here: generation is evaluation.
+    """
+    from resps_jax.data.prompts import record_to_conversation
+
     file = Path(path)
     if not file.is_file():
         raise UserError(f"prompts file does not exist: {file}")
@@ -35,16 +40,12 @@ def read_prompts_jsonl(path: str) -> list[str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            turns = record_to_conversation(json.loads(line))
         except json.JSONDecodeError as err:
             raise UserError(f"{file}:{lineno}: not valid JSON ({err})") from None
-        for key in ("turns", "prompt", "instruction", "text"):
-            if key in record:
-                value = record[key]
-                prompts.append(value[0] if isinstance(value, list) else value)
-                break
-        else:
-            raise UserError(f"{file}:{lineno}: no 'turns', 'prompt', 'instruction' or 'text' field")
+        if not turns:
+            raise UserError(f"{file}:{lineno}: no prompt ('turns', 'conversations', 'prompt', 'instruction' or 'text')")
+        prompts.append(turns[0])
     if not prompts:
         raise UserError(f"{file}: no prompts")
     return prompts

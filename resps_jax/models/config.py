@@ -148,12 +148,17 @@ def llama_config_from_hf(raw: dict[str, Any], source: str = "config.json") -> Ll
         raise UserError(f"{source}: missing required key {missing}") from None
 
 
-def read_llama_config(folder: Path) -> LlamaConfig:
+def read_config_json(folder: Path, what: str) -> tuple[dict[str, Any], Path]:
+    """A checkpoint folder's config.json as a dict (and its path), or a UserError naming it."""
     path = folder / "config.json"
     if not path.is_file():
-        raise UserError(f"{folder}: no config.json (not an HF checkpoint folder)")
+        raise UserError(f"{folder}: no config.json (not {what})")
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text()), path
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_llama_config(folder: Path) -> LlamaConfig:
+    raw, path = read_config_json(folder, "an HF checkpoint folder")
     return llama_config_from_hf(raw, source=str(path))

@@ -22,7 +22,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from resps_jax.models.cache import KVCache
 from resps_jax.models.eagle3 import Eagle3Head
 
 
@@ -130,14 +129,3 @@ def make_train_step(graphdef, buffers, tx: optax.GradientTransformation, cfg: TT
 
     return train_step, eval_step
 
-
-__all__ = [
-    "KVCache",
-    "TTTConfig",
-    "build_draft_vocab",
-    "make_optimizer",
-    "make_train_step",
-    "shift_left",
-    "ttt_loss",
-    "ttt_mask",
-]

@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from resps_jax.errors import UserError
-from resps_jax.models.config import LlamaConfig, read_llama_config
+from resps_jax.models.config import LlamaConfig, read_config_json, read_llama_config
 from resps_jax.models.llama import Llama
 
 EMBEDDED_DEFAULT = "smollm2"
@@ -453,13 +453,7 @@ def load_eagle3(folder: Path, target_cfg: LlamaConfig, dtype=jnp.float32):
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"draft path does not exist or is not a folder: {folder}")
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"{folder}: no config.json (not an EAGLE-3 draft folder)")
-    try:
-        raw = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{config_path}: not valid JSON ({err})") from None
+    raw, config_path = read_config_json(folder, "an EAGLE-3 draft folder")
     cfg = Eagle3Config.from_official(raw, str(config_path), target_hidden_size=target_cfg.hidden_size)
     if cfg.vocab_size != target_cfg.vocab_size:
         raise UserError(
