@@ -16,7 +16,7 @@ import json
 import time
 
 from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark
-from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
 from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder, smollm2_gguf
 from resps_jax.prompting import encode_prompt, eos_token_ids
 from resps_jax.runtime import setup_runtime
@@ -28,8 +28,8 @@ GRID = [
 ]
 
 
-def run_decoder(name, generate, prompts, reference=None) -> dict:
-    for ids in warmup_prompts(prompts):  # compile every prefill bucket outside the timed runs
+def run_decoder(name, generate, prompts, cache_len, reference=None) -> dict:
+    for ids in warmup_prompts(prompts, cache_len):  # compile every prefill bucket outside the timed runs
         generate(ids)
     tokens = seconds = steps = drafted = 0
     mismatches = []
@@ -47,13 +47,11 @@ def run_decoder(name, generate, prompts, reference=None) -> dict:
     }
 
 
-def warmup_prompts(prompts: list[list[int]]) -> list[list[int]]:
+def warmup_prompts(prompts: list[list[int]], cache_len: int) -> list[list[int]]:
     """One prompt per prefill bucket (the cache length is fixed for the whole run)."""
-    from resps_jax.decoding.engine import MIN_PREFILL_BUCKET
-
     seen, chosen = set(), []
     for ids in prompts:
-        bucket = max(MIN_PREFILL_BUCKET, 1 << (len(ids) - 1).bit_length())
+        bucket = prefill_bucket(len(ids), cache_len)
         if bucket not in seen:
             seen.add(bucket)
             chosen.append(ids)
@@ -110,15 +108,15 @@ def main() -> None:
     gen = GenerationConfig(max_new_tokens=args.new_tokens, tree_margin=margin, cache_len=cache_len)
 
     ar_outputs = [engine.generate(ids, gen, eos).token_ids for ids in prompts]
-    rows = [run_decoder("resps_jax AR", lambda ids: engine.generate(ids, gen, eos), prompts, ar_outputs)]
+    rows = [run_decoder("resps_jax AR", lambda ids: engine.generate(ids, gen, eos), prompts, cache_len, ar_outputs)]
     for tree in grid:
         spec = SpeculativeEngine(engine, head, [tree])
         rows.append(run_decoder(f"static {tree[0]}/{tree[1]}/{tree[2]}", lambda ids, s=spec: s.generate(ids, gen, eos),
-                                prompts, ar_outputs))
+                                prompts, cache_len, ar_outputs))
         print(_fmt(rows[-1], rows[0]["tok_s"]), flush=True)
     if not args.no_hf:
         for name, run in hf_decoders(prompts, args.new_tokens, eos).items():
-            rows.append(run_decoder(name, run, prompts, ar_outputs))
+            rows.append(run_decoder(name, run, prompts, cache_len, ar_outputs))
 
     print(f"\nSmolLM2-135M-Instruct f32 + EAGLE-3 head ({args.draft}); {len(prompts)} held-out prompts "
           f"({args.per_benchmark} per benchmark, first turn), {args.new_tokens} new tokens max, greedy")

@@ -118,6 +118,13 @@ def saved(tmp_path, head=None):
     return folder
 
 
+def edit_tensors(folder, edit) -> None:
+    """Rewrite the saved head's model.safetensors through edit(dict) (in place)."""
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
 def test_hidden_size_mismatch_names_both_numbers(tmp_path):
     folder = saved(tmp_path)
     other = LlamaConfig(**{**TARGET.__dict__, "hidden_size": 96})
@@ -127,9 +134,7 @@ def test_hidden_size_mismatch_names_both_numbers(tmp_path):
 
 def test_fc_width_mismatch_names_both_numbers(tmp_path):
     folder = saved(tmp_path)
-    tensors = load_file(str(folder / "model.safetensors"))
-    tensors["fc.weight"] = tensors["fc.weight"][:, :128].copy()
-    save_file(tensors, str(folder / "model.safetensors"))
+    edit_tensors(folder, lambda t: t.update({"fc.weight": t["fc.weight"][:, :128].copy()}))
     with pytest.raises(UserError, match=r"fc input width is 128.*192"):
         load_eagle3(folder, TARGET)
 
@@ -143,18 +148,14 @@ def test_vocab_mismatch(tmp_path):
 
 def test_missing_d2t_when_vocabularies_differ(tmp_path):
     folder = saved(tmp_path)
-    tensors = load_file(str(folder / "model.safetensors"))
-    del tensors["d2t"]
-    save_file(tensors, str(folder / "model.safetensors"))
+    edit_tensors(folder, lambda t: t.pop("d2t"))
     with pytest.raises(UserError, match="no 'd2t'"):
         load_eagle3(folder, TARGET)
 
 
 def test_missing_tensor_is_named(tmp_path):
     folder = saved(tmp_path)
-    tensors = load_file(str(folder / "model.safetensors"))
-    del tensors["midlayer.mlp.up_proj.weight"]
-    save_file(tensors, str(folder / "model.safetensors"))
+    edit_tensors(folder, lambda t: t.pop("midlayer.mlp.up_proj.weight"))
     with pytest.raises(UserError, match="midlayer.mlp.up_proj.weight"):
         load_eagle3(folder, TARGET)
 
@@ -171,9 +172,7 @@ def test_equal_vocabularies_need_no_d2t(tmp_path):
     head = random_head(draft_vocab=300)
     head.d2t[...] = jnp.zeros((300,), jnp.int32)
     folder = saved(tmp_path, head)
-    tensors = load_file(str(folder / "model.safetensors"))
-    del tensors["d2t"], tensors["t2d"]
-    save_file(tensors, str(folder / "model.safetensors"))
+    edit_tensors(folder, lambda t: (t.pop("d2t"), t.pop("t2d")))
     loaded = load_eagle3(folder, TARGET)
     np.testing.assert_array_equal(np.asarray(loaded.to_target_ids(jnp.arange(300))), np.arange(300))
 

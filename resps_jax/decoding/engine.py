@@ -70,6 +70,15 @@ def prefill_bucket(n: int, capacity: int) -> int:
     return min(bucket, capacity)
 
 
+def pad_prompts(prompts: list[list[int]], capacity: int) -> tuple[np.ndarray, list[int]]:
+    """Right-padded prompt rows [B, bucket] (bucket from prefill_bucket) and their lengths."""
+    lengths = [len(ids) for ids in prompts]
+    tokens = np.zeros((len(prompts), prefill_bucket(max(lengths), capacity)), np.int32)
+    for row, ids in enumerate(prompts):
+        tokens[row, : len(ids)] = ids
+    return tokens, lengths
+
+
 def _prefill(graphdef, params, cache: KVCache, tokens, valid, temperature, key):
     """tokens [B, P] (right-padded), valid [B] -> (cache committed to valid, first token [B])."""
     model: Llama = nnx.merge(graphdef, params)
@@ -164,11 +173,7 @@ class Engine:
             raise UserError(f"max_new_tokens must be >= 1 (got {gen.max_new_tokens})")
         fitted = [self.fit_prompt(ids, gen) for ids in prompts]
         capacity = max(c for _, c in fitted)
-        lengths = [len(ids) for ids, _ in fitted]
-        bucket = prefill_bucket(max(lengths), capacity)
-        tokens = np.zeros((len(prompts), bucket), np.int32)
-        for row, (ids, _) in enumerate(fitted):
-            tokens[row, : len(ids)] = ids
+        tokens, lengths = pad_prompts([ids for ids, _ in fitted], capacity)
         key = jax.random.key(gen.seed)
         temperature = jnp.float32(gen.temperature)
         eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
@@ -266,10 +271,7 @@ class SpeculativeEngine:
             raise UserError(f"the cache interval must be >= 1 (got {interval})")
         gen = dataclasses.replace(gen, tree_margin=max(gen.tree_margin, self.tree_margin))
         prompt_ids, capacity = self.engine.fit_prompt(prompt_ids, gen)
-        n = len(prompt_ids)
-        bucket = prefill_bucket(n, capacity)
-        tokens = np.zeros((1, bucket), np.int32)
-        tokens[0, :n] = prompt_ids
+        tokens, (n,) = pad_prompts([prompt_ids], capacity)
         draft_capacity = capacity + (self.d_max + 1) * self.k_max
         temperature = jnp.float32(gen.temperature)
         eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
