@@ -21,9 +21,11 @@ import numpy as np
 from flax import nnx
 
 from resps_jax.decoding.sampling import select_token
+from resps_jax.distributed import agree
 from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache, plan_cache_length
 from resps_jax.models.llama import Llama, causal_mask
+from resps_jax.models.sharding import Placement, make_mesh, to_host
 
 MIN_PREFILL_BUCKET = 16
 
@@ -79,9 +81,10 @@ def pad_prompts(prompts: list[list[int]], capacity: int) -> tuple[np.ndarray, li
     return tokens, lengths
 
 
-def _prefill(graphdef, params, cache: KVCache, tokens, valid, temperature, key):
+def _prefill(graphdef, params, cache: KVCache, tokens, valid, temperature, seed):
     """tokens [B, P] (right-padded), valid [B] -> (cache committed to valid, first token [B])."""
     model: Llama = nnx.merge(graphdef, params)
+    key = jax.random.key(seed)
     batch, p = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (batch, p))
     hidden, _, cache = model(tokens, positions, cache, causal_mask(batch, p))
@@ -90,12 +93,13 @@ def _prefill(graphdef, params, cache: KVCache, tokens, valid, temperature, key):
     return cache.with_lengths(cache.lengths + valid), first
 
 
-def _ar_loop(graphdef, params, cache: KVCache, first, max_new, eos_ids, temperature, key):
+def _ar_loop(graphdef, params, cache: KVCache, first, max_new, eos_ids, temperature, seed):
     """Autoregressive decoding as one while_loop: stop at max_new tokens or EOS in every row.
 
     Returns the cache, out [B, S] (new tokens, first at column 0) and the count per row.
     """
     model: Llama = nnx.merge(graphdef, params)
+    key = jax.random.key(seed)
     batch = first.shape[0]
     out = jnp.zeros((batch, cache.capacity), jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos_ids)
@@ -121,22 +125,59 @@ def _ar_loop(graphdef, params, cache: KVCache, first, max_new, eos_ids, temperat
 
 
 class Engine:
-    """A target model split once into graphdef + params, with its compiled steps."""
+    """A target model split once into graphdef + params, placed on a mesh, with its compiled steps.
 
-    def __init__(self, model: Llama):
+    Without a placement the model runs on one device (a 1x1 mesh), through the same code.
+    Every jitted step names its in/out shardings: parameters by the partition rules, the
+    cache by its own rules (the same sharding in and out, so steps never recompile), and
+    the small inputs and outputs replicated. Host inputs are numpy values, which every
+    process of a multi-process run passes identically.
+    """
+
+    def __init__(self, model: Llama, placement: Placement | None = None):
         self.cfg = model.cfg
-        self.graphdef, self.params = nnx.split(model)
+        self.placement = placement or Placement(make_mesh((1, 1)))
+        self.graphdef, params = nnx.split(model)
+        self.param_shardings = self.placement.param_shardings(params, self.cfg.head_dim)
+        self.params = self.placement.put(params, self.param_shardings)
         self.dtype = model.embed_tokens.weight[...].dtype
-        self.prefill = jax.jit(partial(_prefill, self.graphdef), donate_argnames=("cache",))
-        self.ar_loop = jax.jit(partial(_ar_loop, self.graphdef), donate_argnames=("cache",))
+        self._steps: dict[int, tuple] = {}  # batch size -> (prefill, ar_loop)
+        self._caches: dict[tuple[int, int], Callable[[], KVCache]] = {}
+
+    def cache_shardings(self, batch: int):
+        return self.placement.cache_shardings(jax.eval_shape(lambda: self._empty_cache(batch, 1)))
+
+    def _empty_cache(self, batch: int, capacity: int) -> KVCache:
+        c = self.cfg
+        return KVCache.create(c.num_layers, batch, capacity, c.num_kv_heads, c.head_dim, self.dtype)
+
+    def steps_for(self, batch: int) -> tuple:
+        """(prefill, ar_loop) jitted with this batch size's cache shardings."""
+        if batch not in self._steps:
+            cache_sh, rep = self.cache_shardings(batch), self.placement.replicated
+            params_sh = self.param_shardings
+            prefill = jax.jit(
+                partial(_prefill, self.graphdef), donate_argnames=("cache",),
+                in_shardings=(params_sh, cache_sh, rep, rep, rep, rep), out_shardings=(cache_sh, rep),
+            )
+            ar_loop = jax.jit(
+                partial(_ar_loop, self.graphdef), donate_argnames=("cache",),
+                in_shardings=(params_sh, cache_sh, rep, rep, rep, rep, rep), out_shardings=(cache_sh, rep, rep),
+            )
+            self._steps[batch] = (prefill, ar_loop)
+        return self._steps[batch]
 
     def executables(self) -> int:
         """Compiled executables held by this engine's jitted steps (for compile-count tests)."""
-        return self.prefill._cache_size() + self.ar_loop._cache_size()
+        return sum(f._cache_size() for steps in self._steps.values() for f in steps)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
-        c = self.cfg
-        return KVCache.create(c.num_layers, batch, capacity, c.num_kv_heads, c.head_dim, self.dtype)
+        """An empty cache created directly in its shards (no host copy of the whole cache)."""
+        if (batch, capacity) not in self._caches:
+            self._caches[batch, capacity] = jax.jit(
+                partial(self._empty_cache, batch, capacity), out_shardings=self.cache_shardings(batch)
+            )
+        return self._caches[batch, capacity]()
 
     def fit_prompt(self, prompt_ids: list[int], gen: GenerationConfig) -> tuple[list[int], int]:
         """The prompt (left-truncated if asked) and the cache length it runs with."""
@@ -174,18 +215,16 @@ class Engine:
         fitted = [self.fit_prompt(ids, gen) for ids in prompts]
         capacity = max(c for _, c in fitted)
         tokens, lengths = pad_prompts([ids for ids, _ in fitted], capacity)
-        key = jax.random.key(gen.seed)
-        temperature = jnp.float32(gen.temperature)
-        eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
+        seed, temperature = np.int32(gen.seed), np.float32(gen.temperature)
+        eos = np.asarray(eos_ids or (-1,), np.int32)
+        prefill, ar_loop = self.steps_for(len(prompts))
         start = time.perf_counter()
-        cache, first = self.prefill(
-            self.params, self.new_cache(len(prompts), capacity), jnp.asarray(tokens),
-            jnp.asarray(lengths, jnp.int32), temperature, key,
+        cache, first = prefill(
+            self.params, self.new_cache(len(prompts), capacity), tokens, np.asarray(lengths, np.int32),
+            temperature, seed,
         )
-        cache, out, counts = self.ar_loop(
-            self.params, cache, first, jnp.int32(gen.max_new_tokens), eos, temperature, key
-        )
-        out, counts = np.asarray(out), np.asarray(counts)
+        cache, out, counts = ar_loop(self.params, cache, first, np.int32(gen.max_new_tokens), eos, temperature, seed)
+        out, counts = to_host(out), to_host(counts)
         seconds = time.perf_counter() - start
         return [
             GenerationResult(out[row, : counts[row]].tolist(), lengths[row], seconds, int(counts[row]) - 1, [])
@@ -214,10 +253,8 @@ class SpeculativeEngine:
     """
 
     def __init__(self, engine: Engine, head, actions: Sequence[Action]):
-        from resps_jax.decoding.spec import spec_interval, spec_prefill
-        from resps_jax.decoding.tree import TreeShape
-
-        from resps_jax.decoding.tree import validate_actions
+        from resps_jax.decoding.spec import SpecState, spec_interval, spec_prefill_seeded
+        from resps_jax.decoding.tree import TreeShape, validate_actions
 
         self.engine = engine
         self.actions = validate_actions([tuple(int(v) for v in a) for a in actions])
@@ -225,17 +262,43 @@ class SpeculativeEngine:
         self.d_max = max(d for _, d, _ in self.actions)
         self.buckets = tt_buckets(self.actions)
         self.head_cfg = head.cfg
-        self.graphdef_h, self.params_h = nnx.split(head)
+        self.graphdef_h, params_h = nnx.split(head)
+        placement = engine.placement
+        self.head_shardings = placement.param_shardings(params_h, head.cfg.head_dim)
+        self.params_h = placement.put(params_h, self.head_shardings)
         self.shapes = {b: TreeShape(self.k_max, self.d_max, b) for b in self.buckets}
         self.path_width = self.d_max + 2
         gt, gh = engine.graphdef, self.graphdef_h
+        rep = placement.replicated
+        target_sh = engine.cache_shardings(1)
+        draft_sh = placement.cache_shardings(jax.eval_shape(lambda: self._empty_draft_cache(1)))
+        # SpecState: the two caches by their rules, every small field replicated
+        state_sh = SpecState(target_sh, draft_sh, *([rep] * (len(dataclasses.fields(SpecState)) - 2)))
+        params = (engine.param_shardings, self.head_shardings)
         self.prefill = jax.jit(
-            partial(spec_prefill, gt, gh), static_argnames=("out_width",), donate_argnames=("target_cache", "draft_cache")
+            partial(spec_prefill_seeded, gt, gh, out_width=self.path_width), donate_argnames=("target_cache", "draft_cache"),
+            in_shardings=(*params, target_sh, draft_sh, rep, rep, rep, rep), out_shardings=state_sh,
         )
         self.intervals = {
-            b: jax.jit(partial(spec_interval, gt, gh, shape=shape), donate_argnames=("state",))
+            b: jax.jit(
+                partial(spec_interval, gt, gh, shape=shape), donate_argnames=("state",),
+                in_shardings=(*params, state_sh, *([rep] * 7)), out_shardings=state_sh,
+            )
             for b, shape in self.shapes.items()
         }
+        self._draft_caches: dict[int, Callable[[], KVCache]] = {}
+        self._draft_sh = draft_sh
+
+    def _empty_draft_cache(self, capacity: int) -> KVCache:
+        c = self.head_cfg
+        return KVCache.create(1, 1, capacity, c.num_kv_heads, c.head_dim, self.engine.dtype)
+
+    def new_draft_cache(self, capacity: int) -> KVCache:
+        if capacity not in self._draft_caches:
+            self._draft_caches[capacity] = jax.jit(
+                partial(self._empty_draft_cache, capacity), out_shardings=self._draft_sh
+            )
+        return self._draft_caches[capacity]()
 
     @property
     def tree_margin(self) -> int:
@@ -273,36 +336,34 @@ class SpeculativeEngine:
         prompt_ids, capacity = self.engine.fit_prompt(prompt_ids, gen)
         tokens, (n,) = pad_prompts([prompt_ids], capacity)
         draft_capacity = capacity + (self.d_max + 1) * self.k_max
-        temperature = jnp.float32(gen.temperature)
-        eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
-        key = jax.random.key(gen.seed)
-        c = self.head_cfg
+        temperature, seed = np.float32(gen.temperature), np.int32(gen.seed)
+        eos = np.asarray(eos_ids or (-1,), np.int32)
         start = time.perf_counter()
         state = self.prefill(
             self.engine.params, self.params_h, self.engine.new_cache(1, capacity),
-            KVCache.create(1, 1, draft_capacity, c.num_kv_heads, c.head_dim, self.engine.dtype),
-            jnp.asarray(tokens), jnp.asarray([n], jnp.int32), temperature, key, out_width=self.path_width,
+            self.new_draft_cache(draft_capacity), tokens, np.asarray([n], np.int32), temperature, seed,
         )
         actions: list[Action] = []
         log: list[tuple[int, int, int, float]] = []
-        max_new = jnp.int32(gen.max_new_tokens)
-        count, steps = int(state.count), 0
-        while not bool(state.done) and count < gen.max_new_tokens:
+        max_new = np.int32(gen.max_new_tokens)
+        count, steps = int(to_host(state.count)), 0
+        while not bool(to_host(state.done)) and count < gen.max_new_tokens:
             tick = time.perf_counter()
-            index = 0 if policy is None else int(policy(np.asarray(state.last_taps)))
+            index = 0 if policy is None else int(policy(to_host(state.last_taps)))
+            index = agree(index)  # one choice for every process, so compiled shapes agree
             if not 0 <= index < len(self.actions):
                 raise UserError(f"the policy chose action {index}, outside 0..{len(self.actions) - 1}")
             tt, d, k = self.actions[index]
             actions.append((tt, d, k))
             state = self.intervals[self.bucket_for(tt)](
-                self.engine.params, self.params_h, state, jnp.int32(tt), jnp.int32(d), jnp.int32(k),
-                jnp.int32(interval if policy is not None else 1 << 30), max_new, eos, temperature,
+                self.engine.params, self.params_h, state, np.int32(tt), np.int32(d), np.int32(k),
+                np.int32(interval if policy is not None else 1 << 30), max_new, eos, temperature,
             )
-            new_count, new_steps = int(state.count), int(state.steps)  # waits for the interval
+            new_count, new_steps = int(to_host(state.count)), int(to_host(state.steps))  # waits for the interval
             log.append((index, new_count - count, new_steps - steps, time.perf_counter() - tick))
             count, steps = new_count, new_steps
-        token_ids = np.asarray(state.out[:count]).tolist()
+        token_ids = to_host(state.out)[:count].tolist()
         seconds = time.perf_counter() - start
-        accepted = np.asarray(state.accepted[:steps]).tolist()
+        accepted = to_host(state.accepted)[:steps].tolist()
         return GenerationResult(token_ids, n, seconds, steps=steps, actions=actions,
                                 accepted_per_step=accepted, intervals=log)

@@ -71,6 +71,13 @@ def spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft
     )
 
 
+def spec_prefill_seeded(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft_cache, tokens, valid,
+                        temperature, seed, out_width: int) -> SpecState:
+    """spec_prefill with the key made on device from an int seed (host inputs stay numpy)."""
+    return spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft_cache, tokens, valid,
+                        temperature, jax.random.key(seed), out_width=out_width)
+
+
 def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, temperature, shape: TreeShape) -> SpecState:
     embed = target.embed_tokens.weight[...]
     tree = grow_tree(head, embed, state.draft_cache, state.last_out, state.root, tt, depth, k, shape)
