@@ -1,4 +1,4 @@
-"""python -m resps_jax.generate: decode prompts with a Llama target (AR for now).
+"""python -m resps_jax.generate: decode prompts with a Llama target (AR or a static draft tree).
 
 Contract (DESIGN.md): --model M [--draft D] [--policy P] --mode {ar,static,resps}
 [--tree TT,d,k] [--temperature T] [--seed S] [--max-new-tokens N]
@@ -74,20 +74,26 @@ def main(argv: list[str] | None = None) -> int:
     tree = parse_tree(args.tree) if args.tree else DEFAULT_TREE
     if args.mode == "static" and not args.draft:
         raise UserError("--mode static needs --draft (an EAGLE-3 folder, or 'smollm2')")
-    if args.mesh not in (None, "1x1"):
-        raise UserError(f"--mesh {args.mesh}: sharded decoding is not available in this build yet")
+    from resps_jax.models.sharding import parse_mesh
 
+    mesh_shape = parse_mesh(args.mesh)
+
+    from resps_jax.distributed import agree, initialize, is_writer
     from resps_jax.prompting import encode_prompt, eos_token_ids, read_prompts_jsonl
     from resps_jax.runtime import setup_runtime
 
+    initialize()  # joins a multi-process run when JAX_COORDINATOR_ADDRESS etc. are set
     setup_runtime()
     prompts = args.prompt if args.prompt else read_prompts_jsonl(args.prompts)
+    tree = agree(tree)  # process 0's tree for every process: compiled shapes must agree
 
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
     from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
+    from resps_jax.models.sharding import Placement, make_mesh
 
-    target = load_target(args.model, dtype)
-    engine = Engine(target.model)
+    placement = Placement(make_mesh(mesh_shape))
+    target = load_target(args.model, dtype, placement=placement)
+    engine = Engine(target.model, placement)
     decoder = engine
     if args.mode == "static":
         head = load_eagle3(resolve_draft_folder(args.draft), target.cfg, dtype)
@@ -104,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         ids = encode_prompt(target.tokenizer, text, chat=not args.no_chat)
         result = decoder.generate(ids, gen, eos)
         answer = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        if not is_writer():
+            continue
         if args.json:
             record = {
                 "prompt": text,

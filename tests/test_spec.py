@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from scipy import stats
 
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
@@ -18,19 +17,10 @@ from resps_jax.decoding.verify import commit_path, walk_tree
 from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache
 from resps_jax.models.config import LlamaConfig
-from resps_jax.models.eagle3 import Eagle3Config, Eagle3Head
-from resps_jax.models.llama import Llama
+from resps_jax.models.tiny import random_pair
 from resps_jax.rl.actions import paper_actions
 
 SMALL = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=8, num_heads=4, num_kv_heads=2, head_dim=8)
-
-
-def random_pair(cfg: LlamaConfig, seed: int = 0, draft_vocab: int | None = None, scale: float = 8.0):
-    target = Llama(cfg, rngs=nnx.Rngs(seed))
-    livelier = jax.tree.map(lambda x: x * scale, nnx.state(target, nnx.Param))  # than the 0.02 init
-    nnx.update(target, livelier)
-    head = Eagle3Head(Eagle3Config.for_target(cfg, draft_vocab_size=draft_vocab), rngs=nnx.Rngs(seed + 1))
-    return target, head
 
 
 def make_tree(tokens, parents, depths) -> DraftTree:

@@ -8,6 +8,7 @@ other checkpoint, and transformers can read the same folder or the original file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -15,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -26,6 +27,7 @@ from flax import nnx
 from resps_jax.errors import UserError
 from resps_jax.models.config import LlamaConfig, read_config_json, read_llama_config
 from resps_jax.models.llama import Llama
+from resps_jax.models.sharding import Placement, make_mesh, place_from_reader
 
 EMBEDDED_DEFAULT = "smollm2"
 TINY_MODEL = "tiny"  # a seeded random 8-layer Llama with a byte tokenizer (tests, configs/tiny.py)
@@ -93,6 +95,7 @@ class SafetensorsReader:
                 for name in self._open(file).keys():
                     self.files[name] = file
         self.folder = folder
+        self.reads: list[tuple[str, tuple[int, ...]]] = []  # (tensor, block shape) per slice read
 
     @staticmethod
     def _open(file: Path):
@@ -106,12 +109,16 @@ class SafetensorsReader:
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
-    def read(self, name: str) -> jax.Array:
+    def _file_of(self, name: str) -> Path:
         if name not in self.files:
             raise UserError(f"{self.folder}: checkpoint is missing tensor {name!r}")
         file = self.files[name]
         if not file.is_file():
             raise UserError(f"{file}: shard listed in the index is missing")
+        return file
+
+    def read(self, name: str) -> jax.Array:
+        file = self._file_of(name)
         try:
             with self._open(file) as handle:
                 return handle.get_tensor(name)
@@ -120,28 +127,71 @@ class SafetensorsReader:
         except Exception as err:
             raise UserError(f"{file}: cannot read tensor {name!r} ({err})") from None
 
+    @contextlib.contextmanager
+    def slices(self, name: str) -> Iterator[tuple[tuple[int, ...], Callable[[tuple[slice, ...]], np.ndarray]]]:
+        """(shape, read(index) -> numpy block) for one tensor; only the asked block is read.
+
+        Every block read is logged in `self.reads` as (name, block shape), which is how a
+        test proves that a sharded load never reads a sharded tensor whole.
+        """
+        from safetensors import safe_open
+
+        file = self._file_of(name)
+        try:
+            handle = safe_open(str(file), framework="numpy")
+            view = handle.get_slice(name)
+            shape = tuple(view.get_shape())
+        except Exception as err:
+            raise UserError(f"{file}: cannot read tensor {name!r} ({err})") from None
+
+        def read(index: tuple[slice, ...]) -> np.ndarray:
+            try:
+                block = view[index]
+            except Exception as err:
+                raise UserError(f"{file}: cannot read tensor {name!r} ({err})") from None
+            self.reads.append((name, tuple(block.shape)))
+            return block
+
+        with handle:
+            yield shape, read
+
 
 def abstract_llama(cfg: LlamaConfig, dtype) -> tuple[nnx.GraphDef, nnx.State]:
     return nnx.split(nnx.eval_shape(lambda: Llama(cfg, dtype=dtype, rngs=nnx.Rngs(0))))
 
 
-def load_hf_llama(folder: Path, dtype=jnp.float32) -> Llama:
-    """Build a Llama from an HF folder, one tensor at a time, checking every shape."""
+def load_hf_llama(folder: Path, dtype=jnp.float32, placement: Placement | None = None) -> Llama:
+    """Build a Llama from an HF folder straight into its shards, checking every shape.
+
+    Each tensor is placed with `make_array_from_callback`: a device (of this process) asks
+    for its block, and only that block is read from the safetensors file (transposed for
+    projections, which HF stores [out, in]). No host ever holds a whole sharded tensor, let
+    alone the whole model; on one device this is simply a tensor-by-tensor load.
+    """
     cfg = read_llama_config(folder)
     reader = SafetensorsReader(folder)
+    placement = placement or Placement(make_mesh((1, 1)))
     graphdef, abstract = abstract_llama(cfg, dtype)
+    shardings = placement.param_shardings(abstract, cfg.head_dim)
     params = nnx.to_pure_dict(abstract)
+    flat_shardings = dict(_flatten(nnx.to_pure_dict(shardings)))
+    np_dtype = np.dtype(dtype)
     for path, spec in list(_flatten(params)):
         name = hf_name(path)
-        tensor = reader.read(name)
-        if is_projection(path):
-            tensor = tensor.T
-        if tuple(tensor.shape) != tuple(spec.shape):
-            raise UserError(
-                f"{folder}: tensor {name!r} has shape {tuple(tensor.shape)}, the config "
-                f"implies {tuple(spec.shape)}"
-            )
-        _set(params, path, jnp.asarray(tensor, dtype))
+        transpose = is_projection(path)
+        with reader.slices(name) as (stored, read):
+            shape = stored[::-1] if transpose else stored
+            if tuple(shape) != tuple(spec.shape):
+                raise UserError(
+                    f"{folder}: tensor {name!r} has shape {tuple(shape)}, the config implies {tuple(spec.shape)}"
+                )
+
+            def block(index, read=read, transpose=transpose):
+                if transpose:
+                    return np.ascontiguousarray(read(index[::-1]).T.astype(np_dtype))
+                return read(index).astype(np_dtype)
+
+            _set(params, path, place_from_reader(tuple(spec.shape), flat_shardings[path], block))
     nnx.replace_by_pure_dict(abstract, params)
     return nnx.merge(graphdef, abstract)
 
@@ -407,10 +457,12 @@ def load_tokenizer(folder: Path):
         raise UserError(f"{folder}: cannot load the tokenizer ({type(err).__name__}: {err})") from None
 
 
-def load_target(spec: str, dtype=jnp.float32, with_tokenizer: bool = True) -> LoadedTarget:
+def load_target(
+    spec: str, dtype=jnp.float32, with_tokenizer: bool = True, placement: Placement | None = None
+) -> LoadedTarget:
     folder = resolve_model_folder(spec)
     cfg = read_llama_config(folder)  # fail on a non-Llama config before touching weights
-    model = load_hf_llama(folder, dtype)
+    model = load_hf_llama(folder, dtype, placement)
     tokenizer = load_tokenizer(folder) if with_tokenizer else None
     return LoadedTarget(model=model, cfg=cfg, tokenizer=tokenizer, folder=folder, source=spec)
 

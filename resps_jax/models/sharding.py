@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec as P
 
 from resps_jax.errors import UserError
 
@@ -86,6 +86,11 @@ def make_mesh(shape: tuple[int, int], devices: Sequence[jax.Device] | None = Non
     return Mesh(np.asarray(devices[:need]).reshape(shape), AXES)
 
 
+def abstract_mesh(shape: tuple[int, int]) -> AbstractMesh:
+    """A (data, model) mesh without devices: for planning memory on machines we are not on."""
+    return AbstractMesh(tuple(shape), AXES)
+
+
 def path_key(path: tuple) -> str:
     """'layers/0/self_attn/q_proj/weight' for a pytree path (NNX Variables add a 'value' step)."""
     parts = [str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path]
@@ -100,7 +105,7 @@ class Placement:
     blocks into head counts for the divisibility test.
     """
 
-    mesh: Mesh
+    mesh: Mesh | AbstractMesh
 
     @property
     def data(self) -> int:
@@ -173,8 +178,11 @@ def place_array(value, sharding: NamedSharding) -> jax.Array:
     Works across processes: every process passes the same value (or a reader that can
     produce any slice of it) and contributes the shards of its own devices.
     """
-    if isinstance(value, jax.Array) and value.is_fully_addressable and jax.process_count() == 1:
-        return jax.device_put(value, sharding)
+    if isinstance(value, jax.Array):
+        if value.sharding == sharding:
+            return value
+        if not value.is_fully_addressable or jax.process_count() == 1:  # global already, or one process
+            return jax.device_put(value, sharding)
     host = np.asarray(value)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

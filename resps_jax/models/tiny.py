@@ -133,3 +133,17 @@ def ensure_tiny_checkpoint(root: Path, seed: int = 0) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def random_pair(cfg, seed: int = 0, draft_vocab: int | None = None, scale: float = 8.0):
+    """A seeded random target (weights x `scale`, so its logits are far from uniform) and head."""
+    import jax
+    from flax import nnx
+
+    from resps_jax.models.eagle3 import Eagle3Config, Eagle3Head
+    from resps_jax.models.llama import Llama
+
+    target = Llama(cfg, rngs=nnx.Rngs(seed))
+    nnx.update(target, jax.tree.map(lambda x: x * scale, nnx.state(target, nnx.Param)))
+    head = Eagle3Head(Eagle3Config.for_target(cfg, draft_vocab_size=draft_vocab), rngs=nnx.Rngs(seed + 1))
+    return target, head
