@@ -15,7 +15,6 @@ import sys
 from resps_jax.errors import UserError, run_cli
 
 MODES = ("ar", "static", "resps")
-DEFAULT_TREE = (4, 2, 2)  # (TT, d, k) for --mode static without --tree: the best measured on this CPU (docs/results.md)
 
 
 def parse_tree(text: str) -> tuple[int, int, int]:
@@ -71,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--cache-len must be >= 1 (got {args.cache_len})")
     if args.mode == "resps":
         raise UserError("--mode resps needs a trained policy, which this build does not have yet")
+    from resps_jax.decoding.tree import DEFAULT_TREE
+
     tree = parse_tree(args.tree) if args.tree else DEFAULT_TREE
     if args.mode == "static" and not args.draft:
         raise UserError("--mode static needs --draft (an EAGLE-3 folder, or 'smollm2')")

@@ -22,6 +22,7 @@ from resps_jax.models.cache import KVCache
 from resps_jax.models.eagle3 import Eagle3Head
 
 NEG = -jnp.inf
+DEFAULT_TREE = (4, 2, 2)  # (TT, d, k) for static mode without --tree: the best measured on this CPU (docs/results.md)
 
 
 @dataclasses.dataclass(frozen=True)
