@@ -131,6 +131,7 @@ def test_sharded_load_never_reads_a_split_tensor_whole(eight_devices):
         for name, (largest, full) in split.items():
             assert largest * parts == full, (mesh, name)
         assert len(split) == per_layer * 8 + 2
+        assert eight_devices[mesh]["orbax"]["equal"] and eight_devices[mesh]["orbax"]["same_sharding"]
     assert all(largest == full for largest, full in eight_devices["1x1"]["reads"].values())
 
 
@@ -159,3 +160,42 @@ def test_two_processes_with_jax_distributed_agree_with_one(eight_devices, tmp_pa
             for mode in MODES:
                 assert result[mesh][mode] == single[mode], (index, mesh, mode)
     assert results[0]["1x4"]["specs"]["q_proj"] == "P(None, 'model')"
+    for result in results:  # Orbax across both processes: the sharded head saved and restored
+        assert result["1x4"]["orbax"] == {"equal": True, "same_sharding": True, "split_leaves": 8}
+
+
+# ------------------------------------------------------------------------ the CLI
+
+
+def test_generate_cli_mesh_matches_one_device(tmp_path):
+    """`generate --mesh 2x4` on 8 fake devices prints the tokens of the unsharded run, in AR
+    and static modes; asking for more devices than exist is one error line."""
+    from resps_jax.models.config import read_llama_config
+    from resps_jax.models.loading import save_eagle3
+    from resps_jax.models.tiny import ensure_tiny_checkpoint, random_pair
+
+    cache = tmp_path / "cache"
+    folder = ensure_tiny_checkpoint(cache / "tiny")
+    _, head = random_pair(read_llama_config(folder), seed=3)
+    save_eagle3(head, tmp_path / "head")
+    env = dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    base = [sys.executable, "-m", "resps_jax.generate", "--model", "tiny", "--draft", str(tmp_path / "head"),
+            "--max-new-tokens", "12", "--json", "--no-chat", "--prompt", "hello there", "sharded world"]
+
+    def tokens(*extra: str) -> list[list[int]]:
+        proc = subprocess.run([*base, *extra], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return [json.loads(line)["token_ids"] for line in proc.stdout.splitlines()]
+
+    for mode in ("ar", "static"):
+        single = tokens("--mode", mode)
+        assert len(single) == 2 and all(single)
+        assert tokens("--mode", mode, "--mesh", "2x4") == single, mode
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    proc = subprocess.run([*base, "--mesh", "2x4"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: mesh 2x4 needs 8 devices, but 2 are visible "
+        "(on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N fakes N devices)"
+    ]

@@ -89,8 +89,30 @@ def run(folder: Path, meshes: list[str], prompts: list[list[int]]) -> dict:
                 n: [max(int(np.prod(s)) for t, s in readers[0].reads if t == n), full[n]] for n in full
             },
             "devices": len(placement.mesh.devices.flat),
+            "orbax": orbax_roundtrip(folder / f"orbax-{name}", nnx.to_pure_dict(spec.params_h)),
         }
     return results
+
+
+def orbax_roundtrip(folder: Path, params: dict) -> dict:
+    """Save the sharded head with Orbax (every process writes its shards) and restore it into
+    an abstract target carrying the shardings: values and layouts must come back unchanged."""
+    import orbax.checkpoint as ocp
+
+    from resps_jax.models.sharding import to_host
+
+    manager = ocp.CheckpointManager(folder.resolve(), options=ocp.CheckpointManagerOptions(create=True))
+    manager.save(1, args=ocp.args.StandardSave(params))
+    manager.wait_until_finished()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)
+    restored = manager.restore(1, args=ocp.args.StandardRestore(abstract))
+    manager.close()
+    pairs = list(zip(jax.tree.leaves(params), jax.tree.leaves(restored)))
+    return {
+        "equal": all(np.array_equal(to_host(a), to_host(b)) for a, b in pairs),
+        "same_sharding": all(a.sharding == b.sharding for a, b in pairs),
+        "split_leaves": sum(not a.sharding.is_fully_replicated for a, _ in pairs),
+    }
 
 
 def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
