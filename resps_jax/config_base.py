@@ -13,9 +13,7 @@ import os
 
 from ml_collections import ConfigDict
 
-PAPER_TT = (32, 48, 64, 80, 96, 128)
-PAPER_DEPTHS = (3, 4, 5, 6, 7, 8)
-PAPER_TOPK = (8, 12, 16, 20, 32)
+from resps_jax.rl.actions import PAPER_DEPTH, PAPER_TOPK, PAPER_TT
 
 
 def paper_config(
@@ -46,8 +44,9 @@ def paper_config(
     c.decode.batch = 1
 
     c.actions = ConfigDict()  # the paper's action set: TT x d x k, keeping TT <= k**(d-1)
+    c.actions.list = ""  # or an explicit 'TT,d,k;...' set, which wins over the grids
     c.actions.tt = PAPER_TT
-    c.actions.depth = PAPER_DEPTHS
+    c.actions.depth = PAPER_DEPTH
     c.actions.topk = PAPER_TOPK
     c.actions.interval_train = 10
     c.actions.interval_eval = 30

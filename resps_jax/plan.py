@@ -161,8 +161,10 @@ def _head_cfg(config, target_cfg):
 
 def _tree_limits(config) -> TreeLimits:
     if "actions" in config:
-        a = config.actions
-        return TreeLimits(max(a.tt), max(a.depth), max(a.topk))
+        from resps_jax.rl.actions import config_actions
+
+        actions = config_actions(config.actions)
+        return TreeLimits(*(max(a[i] for a in actions) for i in range(3)))
     from resps_jax.decoding.tree import DEFAULT_TREE
 
     tt, d, k = DEFAULT_TREE

@@ -10,8 +10,9 @@ import itertools
 from collections.abc import Iterable
 
 from resps_jax.decoding.tree import validate_actions
+from resps_jax.errors import UserError
 
-__all__ = ["Action", "action_grid", "feasible", "paper_actions", "validate_actions"]
+__all__ = ["Action", "action_grid", "config_actions", "feasible", "paper_actions", "parse_actions", "validate_actions"]
 
 PAPER_TT = (32, 48, 64, 80, 96, 128)
 PAPER_DEPTH = (3, 4, 5, 6, 7, 8)
@@ -31,3 +32,21 @@ def action_grid(tts: Iterable[int], depths: Iterable[int], topks: Iterable[int])
 
 def paper_actions() -> list[Action]:
     return action_grid(PAPER_TT, PAPER_DEPTH, PAPER_TOPK)
+
+
+def parse_actions(text: str) -> list[Action]:
+    """'4,2,2;8,3,2' -> [(4, 2, 2), (8, 3, 2)], validated."""
+    actions = []
+    for part in (p for p in str(text).split(";") if p.strip()):
+        try:
+            actions.append(tuple(int(v) for v in part.split(",")))
+        except ValueError:
+            raise UserError(f"action {part.strip()!r}: expected TT,d,k (three integers)") from None
+    return validate_actions(actions)
+
+
+def config_actions(actions) -> list[Action]:
+    """A config's action set: an explicit `list` ('TT,d,k;...') or `tt`/`depth`/`topk` grids."""
+    if "list" in actions and actions.list:
+        return parse_actions(actions.list)
+    return validate_actions(action_grid(actions.tt, actions.depth, actions.topk))
