@@ -57,8 +57,27 @@ def paper_config(
     return c
 
 
-def llama3_rope() -> dict:
-    return {
+def llama3_arch(hidden: int, intermediate: int, layers: int, heads: int) -> tuple[dict, dict]:
+    """(target config.json, EAGLE-3 head config.json) of a Llama-3.x Instruct model.
+
+    Shared by all Llama-3.x sizes: 128256-token vocabulary, 8 KV heads of 128, Llama-3 RoPE
+    scaling (factor 8 over 8192 positions), untied head; the head mirrors one target layer
+    with a 32000-token draft vocabulary (the published 8B head's config.json, facts file
+    section 1; assumed for other sizes until a downloaded config.json says otherwise).
+    """
+    rope = {
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192,
     }
+    target = dict(
+        model_type="llama", vocab_size=128256, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=8, head_dim=128,
+        rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=rope, max_position_embeddings=131072,
+        tie_word_embeddings=False, eos_token_id=[128001, 128008, 128009],
+    )
+    head = dict(
+        vocab_size=128256, draft_vocab_size=32000, hidden_size=hidden, intermediate_size=intermediate,
+        num_attention_heads=heads, num_key_value_heads=8, num_hidden_layers=1, rms_norm_eps=1e-5,
+        max_position_embeddings=2048,
+    )
+    return target, head
