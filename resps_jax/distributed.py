@@ -51,6 +51,18 @@ def initialize(
     return True
 
 
+def initialize_from_config(config) -> bool:
+    """`initialize` from a config's `distributed` section (empty fields fall back to JAX_*)."""
+    section = config.get("distributed") if hasattr(config, "get") else None
+    if not section:
+        return initialize()
+    return initialize(
+        str(section.get("coordinator_address") or "") or None,
+        int(section.num_processes) if section.get("num_processes", 0) > 0 else None,
+        int(section.process_id) if section.get("process_id", -1) >= 0 else None,
+    )
+
+
 def _env_int(name: str) -> int:
     try:
         return int(os.environ[name])

@@ -201,3 +201,24 @@ def test_generate_cli_mesh_matches_one_device(tmp_path):
         "error: mesh 2x4 needs 8 devices, but 2 are visible "
         "(on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N fakes N devices)"
     ]
+
+
+def test_distributed_settings_are_checked_before_joining(monkeypatch):
+    """Half-given settings are clear errors; nothing given means a single process."""
+    from ml_collections import ConfigDict
+
+    from resps_jax import distributed
+
+    for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.initialize() is False
+    assert distributed.agree((8, 3, 2)) == (8, 3, 2) and distributed.agree(5) == 5  # one process: identity
+    config = ConfigDict({"distributed": {"coordinator_address": "127.0.0.1:1", "num_processes": 2, "process_id": -1}})
+    with pytest.raises(UserError, match="without the process count and id"):
+        distributed.initialize_from_config(config)
+    config.distributed.process_id = 2
+    with pytest.raises(UserError, match="process id 2 is outside 0..1"):
+        distributed.initialize_from_config(config)
+    monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "two")
+    with pytest.raises(UserError, match="JAX_NUM_PROCESSES='two' is not an integer"):
+        distributed.initialize()
