@@ -108,10 +108,6 @@ class Placement:
     mesh: Mesh | AbstractMesh
 
     @property
-    def data(self) -> int:
-        return self.mesh.shape["data"]
-
-    @property
     def model(self) -> int:
         return self.mesh.shape["model"]
 
