@@ -120,7 +120,7 @@ def main() -> None:
 
     print(f"\nSmolLM2-135M-Instruct f32 + EAGLE-3 head ({args.draft}); {len(prompts)} held-out prompts "
           f"({args.per_benchmark} per benchmark, first turn), {args.new_tokens} new tokens max, greedy")
-    print(f"{'decoder':<34}{'tok/s':>8}{'mean acc':>10}{'vs AR':>8}{'identical':>11}")
+    print(f"{'decoder':<34}{'tok/s':>8}{'mean acc':>10}{'vs AR':>8}{'identical':>11}{'step cost':>11}{'2x needs':>10}")
     for row in rows:
         print(_fmt(row, rows[0]["tok_s"]))
     best = max(rows[1 : 1 + len(grid)], key=lambda r: r["tok_s"])
@@ -131,9 +131,16 @@ def main() -> None:
 
 
 def _fmt(row: dict, ar_tok_s: float) -> str:
+    """One table row. For our decoders, "step cost" is a verify step's time in AR steps
+    (mean accepted x AR tok/s / tok/s, prefill amortised alike) and "2x needs" the mean
+    accepted length that cost would need for 2x our AR."""
     same = "yes" if not row["mismatches"] else f"no ({len(row['mismatches'])})"
-    return (f"{row['decoder']:<34}{row['tok_s']:>8.1f}{row['mean_accepted']:>10.2f}"
+    line = (f"{row['decoder']:<34}{row['tok_s']:>8.1f}{row['mean_accepted']:>10.2f}"
             f"{row['tok_s'] / ar_tok_s:>7.2f}x{same:>11}")
+    if row["mean_accepted"] > 0:
+        cost = row["mean_accepted"] * ar_tok_s / row["tok_s"]
+        line += f"{cost:>10.2f}x{2 * cost:>10.2f}"
+    return line
 
 
 if __name__ == "__main__":
