@@ -5,7 +5,11 @@ vocab 49152, 30 layers) and prints ms and GB/s of weights read:
   - the LM head matvec: f32 [V, E] contracted on E, f32 [E, V], bf16 weights (convert and
     native), and a fused multiply-reduce over bf16 weights;
   - a 30-layer chain of MLP-sized matvecs (the layers' pure weight-read cost);
-  - a 30-layer decoder without attention/RoPE, with separate vs fused q/k/v and gate/up.
+  - a 30-layer decoder without attention/RoPE, with separate vs fused q/k/v and gate/up;
+  - attention alone over a preallocated cache (30 layers, cache written in place inside a
+    fori_loop as in the decode loop) at S = 256 and 1792 and T = 1 and 4 new tokens, in
+    three layouts (K as the engine stores it, K stored transposed, group heads folded into
+    rows), with the cache bytes read per step as GB/s.
 
     python benchmarks/xla_cpu_probes.py
 """
@@ -99,7 +103,60 @@ def layer_probes() -> None:
     report("decoder layer, fused qkv and gate/up", best_ms(jax.jit(run_fused), x, fused), layer_bytes, per=L)
 
 
+def _attention_layer(layout: str):
+    """One layer's cache write + attention; layout picks how K is stored and contracted."""
+
+    def write(buf, new, off, axis):
+        start = [jnp.int32(0)] * buf.ndim
+        start[axis] = off
+        return jax.lax.dynamic_update_slice(buf, new, start)
+
+    def layer(q, k, v, ck, cv, off):  # q [1, KV, G, T, D]; k, v [1, KV, T, D]
+        s = ck.shape[3] if layout == "k_transposed" else ck.shape[2]
+        cv = write(cv, v, off, 2)
+        if layout == "k_transposed":  # K stored [1, KV, D, S]: a plain [T, D] @ [D, S]
+            ck = write(ck, k.transpose(0, 1, 3, 2), off, 3)
+            scores = jnp.einsum("bkgtd,bkds->bkgts", q, ck)
+        elif layout == "folded":  # K [1, KV, S, D], heads of a group folded into rows
+            ck = write(ck, k, off, 2)
+            rows = q.reshape(1, KV, -1, D)
+            scores = jax.lax.dot_general(rows, ck, (((3,), (3,)), ((0, 1), (0, 1)))).reshape(q.shape[:4] + (s,))
+        else:  # "engine": what models/llama.py does, K [1, KV, S, D]
+            ck = write(ck, k, off, 2)
+            scores = jnp.einsum("bkgtd,bksd->bkgts", q, ck)
+        probs = jax.nn.softmax(jnp.where(jnp.arange(s) <= off, scores / 8.0, -1e30), -1)
+        return jnp.einsum("bkgts,bksd->btkgd", probs, cv), ck, cv
+
+    return layer
+
+
+def attention_probes() -> None:
+    g = H // KV
+    for s, t in ((256, 1), (1792, 1), (1792, 4)):
+        q, kv = jnp.ones((1, KV, g, t, D)), jnp.ones((1, KV, t, D))
+        for layout in ("engine", "k_transposed", "folded"):
+            layer = _attention_layer(layout)
+            k_shape = (1, KV, D, s) if layout == "k_transposed" else (1, KV, s, D)
+            caches = (tuple(jnp.zeros(k_shape) for _ in range(L)), tuple(jnp.zeros((1, KV, s, D)) for _ in range(L)))
+
+            def steps(caches, n, layer=layer, q=q, kv=kv):
+                def body(i, carry):
+                    ks, vs, acc = list(carry[0]), list(carry[1]), carry[2]
+                    for j in range(L):
+                        out, ks[j], vs[j] = layer(q + acc, kv, kv, ks[j], vs[j], i)
+                        acc = acc + 1e-9 * out.sum()
+                    return tuple(ks), tuple(vs), acc
+
+                return jax.lax.fori_loop(0, n, body, (*caches, jnp.float32(0)))[2]
+
+            fn = jax.jit(steps)
+            ms = best_ms(fn, caches, jnp.int32(20), repeats=3) / 20
+            kv_bytes = 2 * L * KV * s * D * 4
+            print(f"attention S={s:<5} T={t} {layout:<13}{ms:>9.3f} ms/step{kv_bytes / ms / 1e6:>8.1f} GB/s")
+
+
 if __name__ == "__main__":
     print(f"jax {jax.__version__}, {jax.device_count()} {jax.default_backend()} device(s)")
     lm_head_probes()
     layer_probes()
+    attention_probes()
