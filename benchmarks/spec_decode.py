@@ -17,6 +17,7 @@ import time
 
 from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
+from resps_jax.models.cache import plan_cache_length
 from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder, smollm2_gguf
 from resps_jax.prompting import encode_prompt, eos_token_ids
 from resps_jax.runtime import setup_runtime
@@ -28,8 +29,8 @@ GRID = [
 ]
 
 
-def run_decoder(name, generate, prompts, cache_len, reference=None) -> dict:
-    for ids in warmup_prompts(prompts, cache_len):  # compile every prefill bucket outside the timed runs
+def run_decoder(name, generate, prompts, capacity_of, reference=None) -> dict:
+    for ids in warmup_prompts(prompts, capacity_of):  # compile every (prefill bucket, cache) outside the timed runs
         generate(ids)
     tokens = seconds = steps = drafted = 0
     mismatches = []
@@ -47,11 +48,12 @@ def run_decoder(name, generate, prompts, cache_len, reference=None) -> dict:
     }
 
 
-def warmup_prompts(prompts: list[list[int]], cache_len: int) -> list[list[int]]:
-    """One prompt per prefill bucket (the cache length is fixed for the whole run)."""
+def warmup_prompts(prompts: list[list[int]], capacity_of) -> list[list[int]]:
+    """One prompt per (prefill bucket, cache length) pair: each pair is one compile."""
     seen, chosen = set(), []
     for ids in prompts:
-        bucket = prefill_bucket(len(ids), cache_len)
+        capacity = capacity_of(ids)
+        bucket = (prefill_bucket(len(ids), capacity), capacity)
         if bucket not in seen:
             seen.add(bucket)
             chosen.append(ids)
@@ -90,6 +92,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--draft", default="smollm2")
     parser.add_argument("--trees", help="semicolon-separated TT,d,k list replacing the grid")
+    parser.add_argument("--cache", choices=("fit", "fixed"), default="fit",
+                        help="fit: each prompt's cache sized as generate sizes it (prompt + new tokens + the "
+                             "grid's largest tree margin, rounded up to 128), the same for every decoder; "
+                             "fixed: one length for all, from the longest prompt")
     parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--json-out", help="write the rows here too")
     args = parser.parse_args()
@@ -103,23 +109,29 @@ def main() -> None:
     prompts = [encode_prompt(target.tokenizer, q.turns[0]) for q in questions]
     grid = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";")] if args.trees else GRID
     margin = max(tt for tt, _, _ in grid) + max(d for _, d, _ in grid) + 2
-    longest = max(len(ids) for ids in prompts)
-    cache_len = -(-(longest + args.new_tokens + margin) // 128) * 128  # one cache length for every run
-    gen = GenerationConfig(max_new_tokens=args.new_tokens, tree_margin=margin, cache_len=cache_len)
+    limit = target.cfg.max_position_embeddings
+    fixed = plan_cache_length(max(len(ids) for ids in prompts), args.new_tokens, margin, limit)
+
+    def capacity_of(ids: list[int]) -> int:
+        return fixed if args.cache == "fixed" else plan_cache_length(len(ids), args.new_tokens, margin, limit)
+
+    gen = GenerationConfig(max_new_tokens=args.new_tokens, tree_margin=margin,
+                           cache_len=fixed if args.cache == "fixed" else None)
 
     ar_outputs = [engine.generate(ids, gen, eos).token_ids for ids in prompts]
-    rows = [run_decoder("resps_jax AR", lambda ids: engine.generate(ids, gen, eos), prompts, cache_len, ar_outputs)]
+    rows = [run_decoder("resps_jax AR", lambda ids: engine.generate(ids, gen, eos), prompts, capacity_of, ar_outputs)]
     for tree in grid:
         spec = SpeculativeEngine(engine, head, [tree])
         rows.append(run_decoder(f"static {tree[0]}/{tree[1]}/{tree[2]}", lambda ids, s=spec: s.generate(ids, gen, eos),
-                                prompts, cache_len, ar_outputs))
+                                prompts, capacity_of, ar_outputs))
         print(_fmt(rows[-1], rows[0]["tok_s"]), flush=True)
     if not args.no_hf:
         for name, run in hf_decoders(prompts, args.new_tokens, eos).items():
-            rows.append(run_decoder(name, run, prompts, cache_len, ar_outputs))
+            rows.append(run_decoder(name, run, prompts, capacity_of, ar_outputs))
 
     print(f"\nSmolLM2-135M-Instruct f32 + EAGLE-3 head ({args.draft}); {len(prompts)} held-out prompts "
-          f"({args.per_benchmark} per benchmark, first turn), {args.new_tokens} new tokens max, greedy")
+          f"({args.per_benchmark} per benchmark, first turn), {args.new_tokens} new tokens max, greedy, "
+          f"cache {args.cache}")
     print(f"{'decoder':<34}{'tok/s':>8}{'mean acc':>10}{'vs AR':>8}{'identical':>11}{'step cost':>11}{'2x needs':>10}")
     for row in rows:
         print(_fmt(row, rows[0]["tok_s"]))
