@@ -6,6 +6,8 @@ vocab 49152, 30 layers) and prints ms and GB/s of weights read:
     native), and a fused multiply-reduce over bf16 weights;
   - a 30-layer chain of MLP-sized matvecs (the layers' pure weight-read cost);
   - a 30-layer decoder without attention/RoPE, with separate vs fused q/k/v and gate/up;
+  - the same matvec chain with M = 1, 2, 4, 8, 16 rows (a tree verify's T tokens): what a
+    T-token target forward costs over a one-token step, before attention;
   - attention alone over a preallocated cache (30 layers, cache written in place inside a
     fori_loop as in the decode loop) at S = 256 and 1792 and T = 1 and 4 new tokens, in
     three layouts (K as the engine stores it, K stored transposed, group heads folded into
@@ -103,6 +105,23 @@ def layer_probes() -> None:
     report("decoder layer, fused qkv and gate/up", best_ms(jax.jit(run_fused), x, fused), layer_bytes, per=L)
 
 
+def small_m_probes() -> None:
+    chain_w = [(weights(E, I), weights(I, E)) for _ in range(L)]
+
+    def chain(x, ws):
+        for a, b in ws:
+            x = x + 0.01 * (jnp.tanh(x @ a) @ b)
+        return x
+
+    fn = jax.jit(chain)
+    nbytes = sum(a.nbytes + b.nbytes for a, b in chain_w)
+    one = None
+    for m in (1, 2, 4, 8, 16):
+        ms = best_ms(fn, jnp.ones((m, E)), chain_w, repeats=10)
+        one = one or ms
+        print(f"matvec chain, {m:>2} rows{'':<26}{ms:>9.3f} ms{nbytes / ms / 1e6:>9.1f} GB/s  {ms / one:.2f}x one row")
+
+
 def _attention_layer(layout: str):
     """One layer's cache write + attention; layout picks how K is stored and contracted."""
 
@@ -159,4 +178,5 @@ if __name__ == "__main__":
     print(f"jax {jax.__version__}, {jax.device_count()} {jax.default_backend()} device(s)")
     lm_head_probes()
     layer_probes()
+    small_m_probes()
     attention_probes()
