@@ -15,6 +15,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     c.draft = ConfigDict()
     c.draft.prompts = "builtin"
+    c.draft.sources = "distill"
+    c.draft.text = "sharegpt"
+    c.draft.text_max = -1
+    c.draft.feature_cache_gb = 1.0
+    c.draft.max_steps = 0
     c.draft.max_prompts = 8
     c.draft.answer_tokens = 24
     c.draft.gen_batch = 8

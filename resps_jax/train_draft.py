@@ -56,6 +56,15 @@ def _target_features(graphdef, params, tokens, used_ids):
     return taps.astype(jnp.float16), logits[..., used_ids].astype(jnp.float16), in_vocab
 
 
+def featurize_in_bar(featurize, tokens: np.ndarray, batch: int, desc: str):
+    """featurize over all rows in chunks, with a progress bar (the precomputed path)."""
+    parts = []
+    step = 16 * batch
+    for start in tqdm(range(0, len(tokens), step), desc=desc, unit="chunk"):
+        parts.append(featurize(tokens[start : start + step]))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
 def _init_head(target, head_cfg, d2t: np.ndarray, from_target: bool, seed: int):
     from resps_jax.models.eagle3 import Eagle3Head
 
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark
     from resps_jax.data.distill import distill_answers
-    from resps_jax.data.prompts import load_training_prompts
+    from resps_jax.data.prompts import load_training_dialogues, load_training_prompts
     from resps_jax.decoding.engine import Engine, GenerationConfig
     from resps_jax.models.eagle3 import Buffer, Eagle3Config
     from resps_jax.models.eagle3_train import TTTConfig, build_draft_vocab, make_optimizer, make_train_step
@@ -102,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if d.vocab_size > target.cfg.vocab_size:
         raise UserError(f"draft.vocab_size {d.vocab_size} exceeds the target's vocabulary {target.cfg.vocab_size}")
 
-    # 1. prompts: training (first turns) and held-out benchmark prompts for evaluation
-    limit = None if d.max_prompts < 0 else d.max_prompts
-    train_prompts = [conv[0] for conv in load_training_prompts(d.prompts, limit=limit, seed=42)]
+    # 1. training rows (prompt ids, answer ids) from the configured sources, and held-out prompts
+    sources = [name.strip() for name in str(d.sources).split(",") if name.strip()]
+    unknown = sorted(set(sources) - {"distill", "text"})
+    if unknown or not sources:
+        raise UserError(f"draft.sources {d.sources!r}: expected 'distill', 'text' or 'distill,text'")
     per_bench = max(1, d.eval_prompts // EVAL_PER_BENCHMARK_DIVISOR)
     eval_prompts = [q.turns[0] for name in BENCHMARKS for q in load_benchmark(name, limit=per_bench)]
 
@@ -113,42 +124,73 @@ def main(argv: list[str] | None = None) -> int:
         gen = GenerationConfig(max_new_tokens=d.answer_tokens, truncate_prompt=True, cache_len=d.max_len + d.answer_tokens)
         return [r.token_ids for r in engine.generate_batch(ids, gen, eos)]
 
+    def prompt_ids(text: str) -> list[int]:
+        return encode_prompt(tok, text)[-(d.max_len // 2):]
+
     distill_dir = workdir / "distill"
-    train_answers = distill_answers(train_prompts, distill_dir / f"train-{d.answer_tokens}.jsonl", answer, d.gen_batch)
+    rows: list[tuple[list[int], list[int]]] = []
+    counts = {}
+    if "distill" in sources:  # (b) the target's own greedy answers (EAGLE-3's recipe; ~60 tok/s here)
+        limit = None if d.max_prompts < 0 else d.max_prompts
+        train_prompts = [conv[0] for conv in load_training_prompts(d.prompts, limit=limit, seed=42)]
+        train_answers = distill_answers(train_prompts, distill_dir / f"train-{d.answer_tokens}.jsonl", answer, d.gen_batch)
+        rows += [(prompt_ids(p), train_answers[p]) for p in train_prompts]
+        counts["distill"] = len(train_prompts)
+    if "text" in sources:  # (a) the source's own assistant text, scored by the target (EAGLE-1's recipe)
+        dialogues = load_training_dialogues(d.text, limit=None if d.text_max < 0 else d.text_max, seed=42)
+        end_ids = [eos[0]] if eos else []
+        chars = 8 * d.max_len  # plenty of text for max_len tokens; keeps tokenizing fast
+        for user, reply in tqdm(dialogues, desc="tokenizing text dialogues", unit="dialogue"):
+            rows.append((prompt_ids(user[-chars:]), tok.encode(reply[:chars], add_special_tokens=False) + end_ids))
+        counts["text"] = len(dialogues)
     eval_answers = distill_answers(eval_prompts, distill_dir / f"heldout-{d.answer_tokens}.jsonl", answer, d.gen_batch,
                                    desc="answering held-out prompts")
 
-    # 2. draft vocabulary from the assistant tokens of the training answers
-    d2t = build_draft_vocab((t for a in train_answers.values() for t in a), target.cfg.vocab_size, d.vocab_size)
+    # 2. draft vocabulary from the assistant tokens of the training rows
+    d2t = build_draft_vocab((t for _, a in rows for t in a), target.cfg.vocab_size, d.vocab_size)
     used_ids = jnp.asarray(np.arange(d.vocab_size) + d2t, jnp.int32)
 
-    # 3. frozen target features for every sequence
+    # 3. frozen target features: precomputed when they fit draft.feature_cache_gb, else per batch
     graphdef_t, params_t = nnx.split(target.model)
     features = jax.jit(partial(_target_features, graphdef_t))
 
-    def featurize(prompts: list[str], answers: dict[str, list[int]], desc: str):
-        ids = [encode_prompt(tok, p)[-(d.max_len // 2):] for p in prompts]
-        tokens, mask, _ = _sequences(ids, [answers[p] for p in prompts], d.max_len)
+    def featurize(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """taps, logits, in_vocab of [N, max_len] rows, run in padded batches of batch_size."""
         taps, logits, in_vocab = [], [], []
-        for start in tqdm(range(0, len(tokens), d.batch_size), desc=desc, unit="batch"):
+        for start in range(0, len(tokens), d.batch_size):
             chunk = tokens[start : start + d.batch_size]
             pad = d.batch_size - len(chunk)
             chunk = np.concatenate([chunk, np.zeros((pad, d.max_len), np.int32)]) if pad else chunk
             t, lg, iv = features(params_t, jnp.asarray(chunk), used_ids)
             keep = d.batch_size - pad
             taps.append(np.asarray(t)[:keep]), logits.append(np.asarray(lg)[:keep]), in_vocab.append(np.asarray(iv)[:keep])
-        return tokens, np.concatenate(taps), np.concatenate(logits), np.concatenate(in_vocab), mask
+        return np.concatenate(taps), np.concatenate(logits), np.concatenate(in_vocab)
 
-    train_data = featurize(train_prompts, train_answers, "target features (train)")
-    eval_data = featurize(eval_prompts, eval_answers, "target features (held-out)")
+    train_tokens, train_mask, _ = _sequences([p for p, _ in rows], [a for _, a in rows], d.max_len)
+    eval_tokens, eval_mask, _ = _sequences([prompt_ids(p) for p in eval_prompts],
+                                           [eval_answers[p] for p in eval_prompts], d.max_len)
+    row_bytes = d.max_len * (3 * target.cfg.hidden_size + d.vocab_size + 1) * 2
+    precompute = len(rows) * row_bytes <= d.feature_cache_gb * 2**30
+    cached = None
+    if precompute:
+        cached = featurize_in_bar(featurize, train_tokens, d.batch_size, "target features (train)")
+    eval_features = featurize(eval_tokens)
+
+    def batch_at(rows_index: np.ndarray):
+        tokens, mask = train_tokens[rows_index], train_mask[rows_index]
+        taps, logits, in_vocab = (
+            tuple(x[rows_index] for x in cached) if cached is not None else featurize(tokens)
+        )
+        return (jnp.asarray(tokens), jnp.asarray(taps, jnp.float32), jnp.asarray(logits), jnp.asarray(in_vocab),
+                jnp.asarray(mask))
 
     # 4. the head, optimizer and checkpoints
     head_cfg = Eagle3Config.for_target(target.cfg, draft_vocab_size=d.vocab_size)
     head = _init_head(target, head_cfg, d2t, d.init_from_target, config.seed)
     graphdef, params, buffers = nnx.split(head, nnx.Param, Buffer)
-    n_train = len(train_data[0])
+    n_train = len(rows)
     steps_per_epoch = max(1, n_train // d.batch_size)
-    total_steps = steps_per_epoch * d.epochs
+    total_steps = d.max_steps if d.max_steps > 0 else steps_per_epoch * d.epochs
     tx = make_optimizer(d.lr, d.warmup_steps, total_steps)
     train_step, eval_step = make_train_step(graphdef, buffers, tx, TTTConfig(d.ttt_steps, d.step_decay))
     opt_state = tx.init(params)
@@ -166,16 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         params, opt_state = restored["params"], restored["opt_state"]
         print(f"resumed from step {step}")
 
-    def batch_at(data, rows):
-        tokens, taps, logits, in_vocab, mask = data
-        return (jnp.asarray(tokens[rows]), jnp.asarray(taps[rows], jnp.float32), jnp.asarray(logits[rows]),
-                jnp.asarray(in_vocab[rows]), jnp.asarray(mask[rows]))
-
     def evaluate(p) -> dict[str, float]:
-        n = len(eval_data[0]) // d.batch_size * d.batch_size
+        n = len(eval_tokens) // d.batch_size * d.batch_size
         sums: dict[str, float] = {}
         for start in range(0, n, d.batch_size):
-            m = eval_step(p, embed, batch_at(eval_data, np.arange(start, start + d.batch_size)))
+            r = slice(start, start + d.batch_size)
+            batch = (jnp.asarray(eval_tokens[r]), jnp.asarray(eval_features[0][r], jnp.float32),
+                     jnp.asarray(eval_features[1][r]), jnp.asarray(eval_features[2][r]), jnp.asarray(eval_mask[r]))
+            m = eval_step(p, embed, batch)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         return {k: v / max(1, n // d.batch_size) for k, v in sums.items()}
@@ -189,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         while step < total_steps and time.monotonic() < deadline:
             epoch, offset = divmod(step, steps_per_epoch)
             order = np.random.RandomState(config.seed + epoch).permutation(n_train)
-            rows = order[offset * d.batch_size : (offset + 1) * d.batch_size]
-            params, opt_state, metrics = train_step(params, opt_state, embed, batch_at(train_data, rows))
+            rows_index = order[offset * d.batch_size : (offset + 1) * d.batch_size]
+            params, opt_state, metrics = train_step(params, opt_state, embed, batch_at(rows_index))
             step += 1
             bar.update(1)
             if step % d.log_every == 0:
@@ -211,10 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     head = nnx.merge(graphdef, params, buffers)
     save_eagle3(head, workdir / "draft")
     report = {
-        "model": config.model, "train_prompts": len(train_prompts), "heldout_prompts": len(eval_prompts),
+        "model": config.model, "train_prompts": len(rows), "rows_by_source": counts, "heldout_prompts": len(eval_prompts),
+        "features": "precomputed" if precompute else "per batch",
         "draft_vocab_size": d.vocab_size, "steps": step, "epochs": round(step / steps_per_epoch, 2),
         "heldout_before": before, "heldout_after": after,
-        "assistant_tokens": int(train_data[4].sum()),
+        "assistant_tokens": int(train_mask.sum()), "minutes": d.minutes,
     }
     (workdir / "draft_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({"draft": str(workdir / "draft"), "steps": step, "heldout_top1": round(after["acc0"], 4),

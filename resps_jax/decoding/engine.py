@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from resps_jax.decoding.sampling import select_token
+from resps_jax.decoding.tree import AR_ACTION
 from resps_jax.distributed import agree
 from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache, plan_cache_length
@@ -253,14 +254,15 @@ class SpeculativeEngine:
     """
 
     def __init__(self, engine: Engine, head, actions: Sequence[Action]):
-        from resps_jax.decoding.spec import SpecState, spec_interval, spec_prefill_seeded
-        from resps_jax.decoding.tree import TreeShape, validate_actions
+        from resps_jax.decoding.spec import SpecState, ar_interval, spec_interval, spec_prefill_seeded
+        from resps_jax.decoding.tree import AR_ACTION, TreeShape, validate_actions
 
         self.engine = engine
         self.actions = validate_actions([tuple(int(v) for v in a) for a in actions])
-        self.k_max = max(k for _, _, k in self.actions)
-        self.d_max = max(d for _, d, _ in self.actions)
-        self.buckets = tt_buckets(self.actions)
+        trees = [a for a in self.actions if a != AR_ACTION]
+        self.k_max = max((k for _, _, k in trees), default=1)
+        self.d_max = max((d for _, d, _ in trees), default=1)
+        self.buckets = tt_buckets(trees) if trees else ()
         self.head_cfg = head.cfg
         self.graphdef_h, params_h = nnx.split(head)
         placement = engine.placement
@@ -286,6 +288,13 @@ class SpeculativeEngine:
             )
             for b, shape in self.shapes.items()
         }
+        # the no-draft action `ar`: one more executable, only when the set has it
+        self.ar_interval = None
+        if AR_ACTION in self.actions:
+            self.ar_interval = jax.jit(
+                partial(ar_interval, gt, gh), donate_argnames=("state",),
+                in_shardings=(*params, state_sh, *([rep] * 4)), out_shardings=state_sh,
+            )
         self._draft_caches: dict[int, Callable[[], KVCache]] = {}
         self._draft_sh = draft_sh
 
@@ -302,10 +311,11 @@ class SpeculativeEngine:
 
     @property
     def tree_margin(self) -> int:
-        return max(self.buckets) + self.path_width
+        return max(self.buckets, default=1) + self.path_width
 
     def executables(self) -> int:
-        return self.prefill._cache_size() + sum(f._cache_size() for f in self.intervals.values())
+        ar = self.ar_interval._cache_size() if self.ar_interval is not None else 0
+        return self.prefill._cache_size() + sum(f._cache_size() for f in self.intervals.values()) + ar
 
     def bucket_for(self, tt: int) -> int:
         for b in self.buckets:
@@ -355,10 +365,14 @@ class SpeculativeEngine:
                 raise UserError(f"the policy chose action {index}, outside 0..{len(self.actions) - 1}")
             tt, d, k = self.actions[index]
             actions.append((tt, d, k))
-            state = self.intervals[self.bucket_for(tt)](
-                self.engine.params, self.params_h, state, np.int32(tt), np.int32(d), np.int32(k),
-                np.int32(interval if policy is not None else 1 << 30), max_new, eos, temperature,
-            )
+            n_steps = np.int32(interval if policy is not None else 1 << 30)
+            if (tt, d, k) == AR_ACTION:
+                state = self.ar_interval(self.engine.params, self.params_h, state, n_steps, max_new, eos, temperature)
+            else:
+                state = self.intervals[self.bucket_for(tt)](
+                    self.engine.params, self.params_h, state, np.int32(tt), np.int32(d), np.int32(k),
+                    n_steps, max_new, eos, temperature,
+                )
             new_count, new_steps = int(to_host(state.count)), int(to_host(state.steps))  # waits for the interval
             log.append((index, new_count - count, new_steps - steps, time.perf_counter() - tick))
             count, steps = new_count, new_steps

@@ -123,6 +123,54 @@ def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, te
     )
 
 
+def ar_step(target, head, state: SpecState, max_new, eos_ids, temperature) -> SpecState:
+    """The no-draft action: one plain target step on the root, the head kept in sync.
+
+    The target's token is chosen exactly as plain decoding chooses it (greedy, or sampled
+    from the target's own distribution), so the output law is untouched. The head encodes
+    the committed token with its true features, as after an accepted tree, so a later tree
+    action drafts from an up-to-date head cache.
+    """
+    n = state.target_cache.lengths  # [1]
+    hidden, taps, cache = target(state.root[None, None], n[:, None], state.target_cache, causal_mask(1, 1))
+    cache = cache.with_lengths(n + 1)
+    step_key = jax.random.fold_in(state.key, state.steps + 1)
+    bonus = select_token(target.logits(hidden[:, 0]), temperature, step_key)[0]  # []
+    is_eos = jnp.isin(bonus, eos_ids)
+    out = jax.lax.dynamic_update_slice(state.out, bonus[None], (state.count,))
+
+    embeds = jnp.take(target.embed_tokens.weight[...], bonus[None], axis=0)[None]  # [1, 1, H]
+    draft_cache = state.draft_cache.with_lengths(n)
+    out_h, draft_cache = head(embeds, taps, n[:, None], draft_cache, causal_mask(1, 1))
+    draft_cache = draft_cache.with_lengths(n + 1)
+    return SpecState(
+        target_cache=cache,
+        draft_cache=draft_cache,
+        root=bonus,
+        last_out=out_h[0, 0],
+        last_taps=taps[0, 0],
+        out=out,
+        count=state.count + 1,
+        steps=state.steps + 1,
+        accepted=state.accepted.at[state.steps].set(1),
+        done=state.done | is_eos | (state.count + 1 >= max_new),
+        key=state.key,
+    )
+
+
+def ar_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, n_steps, max_new, eos_ids,
+                temperature) -> SpecState:
+    """Up to n_steps no-draft steps as one while_loop (the `ar` action's interval)."""
+    target = nnx.merge(graphdef_t, params_t)
+    head = nnx.merge(graphdef_h, params_h)
+    start = state.steps
+
+    def cond(s: SpecState):
+        return ~s.done & (s.steps - start < n_steps)
+
+    return jax.lax.while_loop(cond, lambda s: ar_step(target, head, s, max_new, eos_ids, temperature), state)
+
+
 def spec_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, tt, depth, k, n_steps, max_new,
                   eos_ids, temperature, shape: TreeShape) -> SpecState:
     """Up to n_steps speculative steps with one action, as one while_loop."""

@@ -22,6 +22,9 @@ from resps_jax.models.cache import KVCache
 from resps_jax.models.eagle3 import Eagle3Head
 
 NEG = -jnp.inf
+# The no-draft action `ar`: verify only the bonus token (one plain target step) while the
+# head's cache stays in sync. (TT=1, d=0, k=0) is no tree, so it never collides with one.
+AR_ACTION = (1, 0, 0)
 DEFAULT_TREE = (4, 2, 2)  # (TT, d, k) for static mode without --tree: the best measured on this CPU (docs/results.md)
 
 
@@ -156,7 +159,8 @@ def grow_tree(
 
 
 def validate_actions(actions: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
-    """A user-given action set, checked: non-empty, integer triples, TT >= 2, d, k >= 1, no repeats."""
+    """A user-given action set, checked: non-empty, integer triples, TT >= 2, d, k >= 1 (or the
+    no-draft AR_ACTION), no repeats."""
     if not actions:
         raise UserError("the action set is empty")
     out: list[tuple[int, int, int]] = []
@@ -164,9 +168,14 @@ def validate_actions(actions: Sequence[Sequence[int]]) -> list[tuple[int, int, i
         if len(a) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in a):
             raise UserError(f"action {list(a)!r} is not three integers (TT, d, k)")
         tt, d, k = a
-        if tt < 2 or d < 1 or k < 1:
+        if (tt, d, k) != AR_ACTION and (tt < 2 or d < 1 or k < 1):
             raise UserError(f"invalid action (TT={tt}, d={d}, k={k}): need TT >= 2, d >= 1, k >= 1")
         out.append((tt, d, k))
     if len(set(out)) != len(out):
         raise UserError("the action set repeats an action")
     return out
+
+
+def format_action(action: Sequence[int]) -> str:
+    """'ar' for the no-draft action, else 'TT,d,k' (the action-list syntax)."""
+    return "ar" if tuple(action) == AR_ACTION else ",".join(str(v) for v in action)

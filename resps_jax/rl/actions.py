@@ -9,10 +9,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from resps_jax.decoding.tree import validate_actions
+from resps_jax.decoding.tree import AR_ACTION, format_action, validate_actions
 from resps_jax.errors import UserError
 
-__all__ = ["Action", "action_grid", "config_actions", "feasible", "paper_actions", "parse_actions", "validate_actions"]
+__all__ = ["AR_ACTION", "format_action", "Action", "action_grid", "config_actions", "feasible", "paper_actions", "parse_actions", "validate_actions"]
 
 PAPER_TT = (32, 48, 64, 80, 96, 128)
 PAPER_DEPTH = (3, 4, 5, 6, 7, 8)
@@ -35,13 +35,16 @@ def paper_actions() -> list[Action]:
 
 
 def parse_actions(text: str) -> list[Action]:
-    """'4,2,2;8,3,2' -> [(4, 2, 2), (8, 3, 2)], validated."""
+    """'ar;4,2,2;8,3,2' -> [AR_ACTION, (4, 2, 2), (8, 3, 2)], validated ('ar' drafts nothing)."""
     actions = []
     for part in (p for p in str(text).split(";") if p.strip()):
+        if part.strip().lower() == "ar":
+            actions.append(AR_ACTION)
+            continue
         try:
             actions.append(tuple(int(v) for v in part.split(",")))
         except ValueError:
-            raise UserError(f"action {part.strip()!r}: expected TT,d,k (three integers)") from None
+            raise UserError(f"action {part.strip()!r}: expected TT,d,k (three integers) or 'ar'") from None
     return validate_actions(actions)
 
 
