@@ -84,3 +84,14 @@ def agree(values):
     array = np.asarray(values, np.int32)
     shared = np.asarray(multihost_utils.broadcast_one_to_all(array))
     return int(shared) if array.ndim == 0 else tuple(int(v) for v in shared)
+
+
+def agree_floats(values: list[float]) -> list[float]:
+    """Process 0's float list on every process: the policy's rewards, so every process
+    applies the same PPO update (wall-clock rewards differ from host to host)."""
+    if jax.process_count() == 1:
+        return list(values)
+    from jax.experimental import multihost_utils
+
+    shared = multihost_utils.broadcast_one_to_all(np.asarray(values, np.float32))
+    return [float(v) for v in np.asarray(shared)]
