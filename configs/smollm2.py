@@ -21,10 +21,44 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # here costs 1.34x a one-token step at T=4 and 1.66x at T=8 and grows from there, so the
     # set keeps the small trees that measured best (4/2/2 to 16/4/4); EAGLE-3's 60-node GPU
     # trees cost 4x an AR step on this CPU for 1.65 tokens and are left out.
+    c.draft_model = "smollm2"  # the head train_draft writes to <workdir>/draft/
+    c.baselines = "60,5,10;60,7,10"  # EAGLE-3 as the paper ran it; EAGLE's library default
     c.actions = ConfigDict()
-    c.actions.list = "4,2,2;6,3,2;8,3,2;8,4,2;12,4,3;16,4,4"
+    # `ar` drafts nothing for its interval (one target step, the head kept in sync), so a
+    # policy can decline to speculate where no tree pays.
+    c.actions.list = "ar;4,2,2;6,3,2;8,3,2;8,4,2;12,4,3;16,4,4"
     c.actions.interval_train = 10
     c.actions.interval_eval = 30
+
+    # Re-SpS policy training (python -m resps_jax.train): paper Table 4 defaults; -1 takes
+    # the variant's value (max-entropy: gamma 0.95, lambda 0.9, entropy 0.1, temperature 1.5;
+    # standard: 0.99, 0.95, 0.01, 1.0).
+    c.rl = ConfigDict()
+    c.rl.variant = "maxent"  # maxent | standard
+    c.rl.hidden = "128,128"  # actor and critic MLP widths (separate towers)
+    c.rl.state = "concat"  # concat (paper) | mean (the paper's code) of the three tapped features
+    c.rl.normalize = True  # running mean/variance of the state (residual streams have huge dims)
+    c.rl.bandit = False  # every interval terminal (the paper code's PPO) instead of GAE over a turn
+    c.rl.greedy = False  # inference: argmax instead of sampling at the temperature
+    c.rl.temperature = -1.0
+    c.rl.gamma = -1.0
+    c.rl.gae_lambda = -1.0
+    c.rl.ent_coef = -1.0
+    c.rl.lr = 3e-4
+    c.rl.n_steps = 64
+    c.rl.batch_size = 32
+    c.rl.epochs = 4
+    c.rl.clip = 0.2
+    c.rl.vf_coef = 0.5
+    c.rl.max_grad_norm = 0.5
+    c.rl.reward = "measured"  # measured (tokens/s of the interval) | modeled (tokens / modeled step cost)
+    c.rl.prompts = "sharegpt"  # training questions: first user turns, seed-42 shuffle; never benchmarks
+    c.rl.questions = 4000
+    c.rl.minutes = 0.0  # wall-clock budget (0: none); --resume continues
+    c.rl.max_new_tokens = 128
+    c.rl.max_prompt_tokens = 256  # longer questions are skipped so prompt + answer fit the cache
+    c.rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
+    c.rl.seed = 0
 
     c.draft = ConfigDict()
     c.draft.prompts = "builtin"  # shipped offline prompts; a ShareGPT json / jsonl / hf:<name> for real runs

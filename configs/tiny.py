@@ -13,6 +13,41 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.workdir = os.path.join(cache, "runs", "tiny")
     c.seed = 0
 
+    # Re-SpS policy training (python -m resps_jax.train): paper Table 4 defaults; -1 takes
+    # the variant's value (max-entropy: gamma 0.95, lambda 0.9, entropy 0.1, temperature 1.5;
+    # standard: 0.99, 0.95, 0.01, 1.0).
+    c.rl = ConfigDict()
+    c.rl.variant = "maxent"  # maxent | standard
+    c.rl.hidden = "128,128"  # actor and critic MLP widths (separate towers)
+    c.rl.state = "concat"  # concat (paper) | mean (the paper's code) of the three tapped features
+    c.rl.normalize = True  # running mean/variance of the state (residual streams have huge dims)
+    c.rl.bandit = False  # every interval terminal (the paper code's PPO) instead of GAE over a turn
+    c.rl.greedy = False  # inference: argmax instead of sampling at the temperature
+    c.rl.temperature = -1.0
+    c.rl.gamma = -1.0
+    c.rl.gae_lambda = -1.0
+    c.rl.ent_coef = -1.0
+    c.rl.lr = 3e-4
+    c.rl.n_steps = 16
+    c.rl.batch_size = 8
+    c.rl.epochs = 4
+    c.rl.clip = 0.2
+    c.rl.vf_coef = 0.5
+    c.rl.max_grad_norm = 0.5
+    c.rl.reward = "measured"  # measured (tokens/s of the interval) | modeled (tokens / modeled step cost)
+    c.rl.prompts = "builtin"  # training questions: first user turns, seed-42 shuffle; never benchmarks
+    c.rl.questions = 24
+    c.rl.minutes = 0.0  # wall-clock budget (0: none); --resume continues
+    c.rl.max_new_tokens = 24
+    c.rl.max_prompt_tokens = 200  # longer questions are skipped so prompt + answer fit the cache
+    c.rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
+    c.rl.seed = 0
+
+    c.draft_model = "random"  # a seeded random head: the pipeline, not its speed
+    c.actions = ConfigDict()
+    c.actions.list = "ar;4,1,1;8,3,2;16,4,4"
+    c.actions.interval_train = 4
+    c.actions.interval_eval = 8
     c.draft = ConfigDict()
     c.draft.prompts = "builtin"
     c.draft.sources = "distill"

@@ -52,6 +52,36 @@ def paper_config(
     c.actions.interval_eval = 30
     c.baselines = "60,5,10;60,7,10"  # EAGLE-3 as the paper ran it; EAGLE's library default
 
+    # Re-SpS policy training (python -m resps_jax.train): paper Table 4 defaults; -1 takes
+    # the variant's value (max-entropy: gamma 0.95, lambda 0.9, entropy 0.1, temperature 1.5;
+    # standard: 0.99, 0.95, 0.01, 1.0).
+    c.rl = ConfigDict()
+    c.rl.variant = "maxent"  # maxent | standard
+    c.rl.hidden = "128,128"  # actor and critic MLP widths (separate towers)
+    c.rl.state = "concat"  # concat (paper) | mean (the paper's code) of the three tapped features
+    c.rl.normalize = True  # running mean/variance of the state (residual streams have huge dims)
+    c.rl.bandit = False  # every interval terminal (the paper code's PPO) instead of GAE over a turn
+    c.rl.greedy = False  # inference: argmax instead of sampling at the temperature
+    c.rl.temperature = -1.0
+    c.rl.gamma = -1.0
+    c.rl.gae_lambda = -1.0
+    c.rl.ent_coef = -1.0
+    c.rl.lr = 3e-4
+    c.rl.n_steps = 64
+    c.rl.batch_size = 32
+    c.rl.epochs = 4
+    c.rl.clip = 0.2
+    c.rl.vf_coef = 0.5
+    c.rl.max_grad_norm = 0.5
+    c.rl.reward = "measured"  # measured (tokens/s of the interval) | modeled (tokens / modeled step cost)
+    c.rl.prompts = "sharegpt"  # training questions: first user turns, seed-42 shuffle; never benchmarks
+    c.rl.questions = 4000
+    c.rl.minutes = 0.0  # wall-clock budget (0: none); --resume continues
+    c.rl.max_new_tokens = 512
+    c.rl.max_prompt_tokens = 1536  # longer questions are skipped so prompt + answer fit the cache
+    c.rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
+    c.rl.seed = 0
+
     c.arch = ConfigDict(arch)
     c.draft_arch = ConfigDict(draft_arch)
     return c

@@ -7,6 +7,8 @@ one `error: ...` line (UserError) instead of absl's usage dump.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ml_collections import ConfigDict
 
 from resps_jax.errors import UserError
@@ -41,6 +43,27 @@ def parse_config_args(argv: list[str], extra_bools: tuple[str, ...] = ()) -> tup
     if not has_workdir:
         raise UserError("the config has no top-level 'workdir'")
     return config, {name: bool(values[name].value) for name in extra_bools}
+
+
+def resolve_config_argv(argv: list[str]) -> list[str]:
+    """`--config llama8b.py` (or `--config=llama8b.py[:arg]`) finds configs/llama8b.py when no
+    such file exists relative to the working directory: the repository's configs folder."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = _resolve(out[i + 1], configs)
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + _resolve(arg[len("--config="):], configs)
+    return out
+
+
+def _resolve(spec: str, configs: Path) -> str:
+    path, colon, arg = spec.partition(":")
+    if Path(path).is_file() or "/" in path:
+        return spec
+    name = path if path.endswith(".py") else f"{path}.py"
+    return str(configs / name) + colon + arg if (configs / name).is_file() else spec
 
 
 def _first_line(text: str) -> str:

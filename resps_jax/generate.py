@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+
+import numpy as np
 
 from resps_jax.errors import UserError, run_cli
 
@@ -38,14 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m resps_jax.generate", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="HF folder, .gguf file, or 'smollm2'")
     p.add_argument("--draft", help="EAGLE-3 folder or 'smollm2' (static/resps modes)")
-    p.add_argument("--policy", help="policy checkpoint folder (resps mode)")
+    p.add_argument("--policy", help="policy checkpoint: a train workdir, its checkpoints/ folder (latest) or one step")
+    p.add_argument("--interval", type=int, help="resps mode: steps per policy decision (default: the policy's eval interval)")
     p.add_argument("--mode", choices=MODES, default="ar")
     p.add_argument("--tree", help="TT,d,k for --mode static")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=128)
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--prompt", nargs="+", help="one or more prompt texts")
+    group.add_argument("--prompt", nargs="+", action="extend", help="one or more prompt texts (repeatable)")
     group.add_argument("--prompts", help="a .jsonl file of prompts (first turn of each)")
     p.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
     p.add_argument("--dtype", default="float32", help="float32 or bfloat16")
@@ -68,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
     if args.cache_len is not None and args.cache_len < 1:
         raise UserError(f"--cache-len must be >= 1 (got {args.cache_len})")
-    if args.mode == "resps":
-        raise UserError("--mode resps needs a trained policy, which this build does not have yet")
+    if args.mode == "resps" and not (args.policy and args.draft):
+        raise UserError("--mode resps needs --draft (an EAGLE-3 folder, or 'smollm2') and --policy (a checkpoint folder)")
+    if args.interval is not None and args.interval < 1:
+        raise UserError(f"--interval must be >= 1 (got {args.interval})")
     from resps_jax.decoding.tree import DEFAULT_TREE
 
     tree = parse_tree(args.tree) if args.tree else DEFAULT_TREE
@@ -89,16 +95,30 @@ def main(argv: list[str] | None = None) -> int:
     tree = agree(tree)  # process 0's tree for every process: compiled shapes must agree
 
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
-    from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
+    from resps_jax.decoding.tree import AR_ACTION, format_action
+    from resps_jax.models.loading import load_head, load_target
     from resps_jax.models.sharding import Placement, make_mesh
 
     placement = Placement(make_mesh(mesh_shape))
     target = load_target(args.model, dtype, placement=placement)
     engine = Engine(target.model, placement)
     decoder = engine
+    policy, interval = None, 30
     if args.mode == "static":
-        head = load_eagle3(resolve_draft_folder(args.draft), target.cfg, dtype)
+        head = load_head(args.draft, target.cfg, dtype)
         decoder = SpeculativeEngine(engine, head, [tree])
+    elif args.mode == "resps":
+        from resps_jax.rl.actions import parse_actions
+        from resps_jax.rl.checkpoint import load_policy
+        from resps_jax.rl.policy import state_dim
+
+        agent, meta = load_policy(args.policy)
+        if agent.cfg.obs_dim != state_dim(target.cfg.hidden_size, agent.cfg.state):
+            raise UserError(f"the policy's state size {agent.cfg.obs_dim} does not fit this target "
+                            f"(hidden size {target.cfg.hidden_size}, state {agent.cfg.state})")
+        head = load_head(args.draft, target.cfg, dtype)
+        decoder = SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"])))
+        policy, interval = agent.decide, args.interval or int(meta["interval_eval"])
     gen = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -107,9 +127,29 @@ def main(argv: list[str] | None = None) -> int:
         truncate_prompt=args.truncate_prompt,
     )
     eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
+    def run(ids):
+        if args.mode == "resps":
+            return decoder.generate(ids, gen, eos, policy=policy, interval=interval)
+        return decoder.generate(ids, gen, eos)
+
     for text in prompts:
         ids = encode_prompt(target.tokenizer, text, chat=not args.no_chat)
-        result = decoder.generate(ids, gen, eos)
+        # reported speed never includes compilation: a first call per new shape compiles, so
+        # it is timed apart (compile_seconds) and the request is decoded again, warm
+        before = decoder.executables()
+        compile_seconds = 0.0
+        if args.mode == "resps":  # any action may come up: compile them all for this shape first
+            seconds = decoder.warm_up(ids, gen, eos)
+            start = time.perf_counter()
+            policy(np.zeros(3 * target.cfg.hidden_size, np.float32))  # the policy's forward compiles once
+            seconds += time.perf_counter() - start
+            compile_seconds = seconds if decoder.executables() != before else 0.0
+            before = decoder.executables()
+        result = run(ids)
+        if decoder.executables() != before:
+            compile_seconds = result.seconds
+            result = run(ids)
+            compile_seconds = max(0.0, compile_seconds - result.seconds)
         answer = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
         if not is_writer():
             continue
@@ -124,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 "tokens_per_second": round(result.tokens_per_second, 2),
                 "steps": result.steps,
                 "mean_accepted": round(result.mean_accepted, 4),
-                "actions": [list(a) for a in result.actions],
+                "actions": [format_action(a) if a == AR_ACTION else list(a) for a in result.actions],
+                "compile_seconds": round(compile_seconds, 3),
                 "mode": args.mode,
             }
             print(json.dumps(record), flush=True)
@@ -132,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             print(answer, flush=True)
             print(
                 f"[{result.new_tokens} tokens in {result.seconds:.2f}s, "
-                f"{result.tokens_per_second:.1f} tok/s, mode {args.mode}]",
+                f"{result.tokens_per_second:.1f} tok/s, mode {args.mode}"
+                + (f", {compile_seconds:.1f}s compiling apart" if compile_seconds else "")
+                + (f", actions {' '.join(format_action(a) for a in result.actions)}" if args.mode == "resps" else "")
+                + "]",
                 file=sys.stderr,
             )
     return 0

@@ -317,6 +317,26 @@ class SpeculativeEngine:
         ar = self.ar_interval._cache_size() if self.ar_interval is not None else 0
         return self.prefill._cache_size() + sum(f._cache_size() for f in self.intervals.values()) + ar
 
+    def warm_up(self, prompt_ids: list[int], gen: GenerationConfig, eos_ids: tuple[int, ...]) -> float:
+        """Compile every action's interval for this request's shapes; the seconds it took.
+
+        A policy may pick any action at any interval, so compilation is paid here, apart,
+        and never inside a timed decode.
+        """
+        gen = dataclasses.replace(gen, tree_margin=max(gen.tree_margin, self.tree_margin))
+        prompt_ids, capacity = self.engine.fit_prompt(prompt_ids, gen)
+        short = dataclasses.replace(gen, max_new_tokens=2, cache_len=capacity)
+        start = time.perf_counter()
+        for index in range(len(self.actions)):
+            self.generate(prompt_ids, short, eos_ids, policy=lambda _taps, i=index: i, interval=1)
+        return time.perf_counter() - start
+
+    def executables_by_kind(self) -> dict[str, int]:
+        """Compiled prefills (one per prompt bucket and cache length) and step intervals."""
+        intervals = sum(f._cache_size() for f in self.intervals.values())
+        ar = self.ar_interval._cache_size() if self.ar_interval is not None else 0
+        return {"prefill": self.prefill._cache_size(), "intervals": intervals + ar}
+
     def bucket_for(self, tt: int) -> int:
         for b in self.buckets:
             if tt <= b:

@@ -448,6 +448,18 @@ def resolve_draft_folder(spec: str) -> Path:
     return Path(spec).expanduser()
 
 
+def load_head(spec: str, target_cfg: LlamaConfig, dtype=jnp.float32, seed: int = 1):
+    """A draft head by name: an EAGLE-3 folder, 'smollm2', or 'random' (a seeded random head
+    for pipeline tests: it drafts, but rarely well)."""
+    if spec == "random":
+        from flax import nnx
+
+        from resps_jax.models.eagle3 import Eagle3Config, Eagle3Head
+
+        return Eagle3Head(Eagle3Config.for_target(target_cfg), rngs=nnx.Rngs(seed))
+    return load_eagle3(resolve_draft_folder(spec), target_cfg, dtype)
+
+
 def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 

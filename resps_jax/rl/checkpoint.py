@@ -1,0 +1,110 @@
+"""Policy checkpoints: Orbax arrays (policy + optimizer) beside JSON metadata.
+
+The metadata carries everything a restore must agree with (action set, state size and
+mode, network width) and everything a resume needs to continue exactly (normaliser,
+RNG key, data position, the transitions collected past the last update). A restore
+reads the metadata first and refuses a mismatch by name, before any array is touched;
+arrays are restored into an abstract target (Orbax's rule). Nothing here writes on a
+failed restore, so a bad checkpoint never costs the ones beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from resps_jax.decoding.tree import format_action
+from resps_jax.errors import UserError
+from resps_jax.rl.actions import parse_actions
+from resps_jax.rl.agent import Agent, AgentConfig
+from resps_jax.rl.ppo import PPOConfig
+
+ITEMS = ("state", "meta")
+
+
+def manager(folder: Path, max_to_keep: int = 3) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        folder.absolute(), item_names=ITEMS,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
+    )
+
+
+def save(mngr: ocp.CheckpointManager, step: int, agent: Agent, extra: dict) -> None:
+    meta = {**agent.meta(), **extra}
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(agent.arrays()), meta=ocp.args.JsonSave(meta)),
+              force=True)
+    mngr.wait_until_finished()
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int, where: Path) -> dict:
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = restored["meta"]
+    except Exception as err:  # a truncated or foreign folder: the user's to fix, named
+        raise UserError(f"{where}: cannot read policy checkpoint {step} ({type(err).__name__}: {_short(err)})") from None
+    if not isinstance(meta, dict) or "obs_dim" not in meta or "actions" not in meta:
+        raise UserError(f"{where}: checkpoint {step} is not a Re-SpS policy checkpoint (no obs_dim/actions metadata)")
+    return meta
+
+
+def check_compatible(meta: dict, actions: list[tuple[int, int, int]], obs_dim: int, hidden: tuple[int, ...],
+                     where: Path) -> None:
+    saved = [tuple(a) for a in parse_actions(";".join(meta["actions"]))]
+    if saved != list(actions):
+        raise UserError(
+            f"{where}: the checkpoint's action set ({';'.join(meta['actions'])}) differs from the config's "
+            f"({';'.join(format_action(a) for a in actions)})"
+        )
+    if int(meta["obs_dim"]) != obs_dim:
+        raise UserError(f"{where}: the checkpoint's state size {meta['obs_dim']} differs from this run's {obs_dim}")
+    if tuple(meta["hidden"]) != tuple(hidden):
+        raise UserError(f"{where}: the checkpoint's network {meta['hidden']} differs from the config's {list(hidden)}")
+
+
+def restore_into(mngr: ocp.CheckpointManager, step: int, agent: Agent, meta: dict, where: Path) -> None:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, agent.arrays())
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        agent.restore(restored["state"], meta)
+    except Exception as err:
+        raise UserError(f"{where}: cannot restore policy checkpoint {step} ({type(err).__name__}: {_short(err)})") from None
+
+
+def locate(path: str) -> tuple[Path, int | None]:
+    """A checkpoints folder (latest step) or one step folder inside it -> (folder, step)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"policy checkpoint not found: {folder}")
+    if folder.name.isdigit() and (folder / "meta").exists():
+        return folder.parent, int(folder.name)
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    return folder, None
+
+
+def load_policy(path: str) -> tuple[Agent, dict]:
+    """An inference-mode Agent from a checkpoint (see `locate`), and its metadata."""
+    folder, step = locate(path)
+    mngr = manager(folder)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise UserError(f"{folder}: no policy checkpoint in this folder")
+    meta = read_meta(mngr, step, folder)
+    actions = parse_actions(";".join(meta["actions"]))
+    cfg = AgentConfig(
+        obs_dim=int(meta["obs_dim"]), num_actions=len(actions), hidden=tuple(meta["hidden"]), state=meta["state"],
+        normalize=bool(meta["normalize"]), temperature=float(meta["temperature"]), greedy=bool(meta["greedy"]),
+        ppo=PPOConfig(**meta["ppo"]),
+    )
+    agent = Agent(cfg)
+    restore_into(mngr, step, agent, meta, folder)
+    agent.training = False
+    mngr.close()
+    return agent, meta
+
+
+def _short(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,96 @@
+"""The MDP around the engine (Algorithm 2): one episode is one turn, one step is one interval.
+
+The engine runs a turn, asking the policy for an action every N steps (N = 10 in
+training, 30 in evaluation) with the target's features at the last committed token as
+the state; state, action and caches start fresh each turn. The reward of an interval is
+its accepted tokens per second, drafting and the policy call included (Eq. 5 over the
+whole interval), divided by plain decoding's tokens per second measured at start-up, so
+rewards read as speed-ups over AR (a constant scale: the optimal policy is unchanged).
+`modeled` replaces the wall clock by tokens / (steps x the action's step cost in AR steps),
+each cost measured once at start-up: a noise-free reward for shared or noisy machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from resps_jax.decoding.engine import GenerationConfig, GenerationResult, SpeculativeEngine
+from resps_jax.errors import UserError
+
+REWARDS = ("measured", "modeled")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCosts:
+    """Seconds per plain AR token, and each action's seconds per step in AR steps."""
+
+    ar_seconds: float
+    relative: tuple[float, ...]
+
+
+def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tuple[int, ...], steps: int = 24,
+                       repeats: int = 2) -> StepCosts:
+    """Time plain AR and every action on one prompt (after a compile run), best of `repeats`."""
+    engine = spec.engine
+    gen = GenerationConfig(max_new_tokens=steps + 1)
+    one = GenerationConfig(max_new_tokens=1)
+
+    def ar_per_token() -> float:
+        full = min(_timed(lambda: engine.generate(prompt_ids, gen, ())) for _ in range(repeats + 1))
+        prefill = min(_timed(lambda: engine.generate(prompt_ids, one, ())) for _ in range(repeats + 1))
+        return max(full - prefill, 1e-9) / steps
+
+    ar = ar_per_token()
+    costs = []
+    for index in range(len(spec.actions)):
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first run compiles
+            result = spec.generate(prompt_ids, GenerationConfig(max_new_tokens=4 * steps), (),
+                                   policy=lambda _taps, i=index: i, interval=steps)
+            _, _, n_steps, seconds = result.intervals[0]
+            best = min(best, seconds / max(n_steps, 1))
+        costs.append(best / ar)
+    return StepCosts(ar, tuple(costs))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interval_rewards(result: GenerationResult, mode: str, costs: StepCosts) -> list[float]:
+    """One reward per interval of a turn, in AR speed-up units."""
+    if mode not in REWARDS:
+        raise UserError(f"rl.reward {mode!r}: expected one of {', '.join(REWARDS)}")
+    rewards = []
+    for index, tokens, steps, seconds in result.intervals:
+        if mode == "measured":
+            rewards.append(tokens / max(seconds, 1e-9) * costs.ar_seconds)
+        else:
+            rewards.append(tokens / max(steps * costs.relative[index], 1e-9))
+    return rewards
+
+
+@dataclasses.dataclass
+class Turn:
+    result: GenerationResult
+    rewards: list[float]
+
+
+def run_turn(spec: SpeculativeEngine, prompt_ids: list[int], gen: GenerationConfig, eos: tuple[int, ...],
+             decide: Callable[[np.ndarray], int], interval: int, reward: str, costs: StepCosts) -> Turn:
+    """One episode: decode the turn with `decide` every `interval` steps; rewards per interval."""
+    result = spec.generate(prompt_ids, gen, eos, policy=decide, interval=interval)
+    return Turn(result, interval_rewards(result, reward, costs))
+
+
+def action_histogram(actions: Sequence[Sequence[int]], action_set: Sequence[tuple[int, int, int]]) -> list[int]:
+    counts = [0] * len(action_set)
+    for a in actions:
+        counts[action_set.index(tuple(a))] += 1
+    return counts

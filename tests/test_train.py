@@ -1,0 +1,126 @@
+"""`python -m resps_jax.train` on configs/tiny.py: end to end, kill -9 + resume, bad checkpoints, resps mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env_for(cache: Path) -> dict:
+    return dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu", RESPS_JAX_NO_XLA_CACHE="1")
+
+
+def train(cache: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    # a bare config name resolves to configs/ (run from another folder to show it)
+    return subprocess.run([sys.executable, "-m", "resps_jax.train", "--config", "tiny", *args], capture_output=True,
+                          text=True, env=env_for(cache), cwd=cache, timeout=timeout)
+
+
+def one_error_line(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr[-2000:]
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("train")
+    result = train(cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cache, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_trains_end_to_end_and_compiles_each_piece_once(trained):
+    cache, summary = trained
+    workdir = cache / "runs" / "tiny"
+    assert summary["position"] == 24 and summary["updates"] >= 4
+    # 4 actions = 3 TT buckets + ar: the step executables stay within the engine's count over
+    # the whole run; the policy forward and the PPO update compile exactly once each
+    assert summary["executables"]["intervals"] == 4
+    assert summary["executables"]["act"] == 1 and summary["executables"]["update"] == 1
+    assert set(summary["actions"]) <= {"ar", "4,1,1", "8,3,2", "16,4,4"} and sum(summary["actions"].values()) > 24
+    records = [json.loads(line) for line in (workdir / "train_log.jsonl").read_text().splitlines()]
+    turns = [r for r in records if r["type"] == "turn"]
+    updates = [r for r in records if r["type"] == "update"]
+    assert [r["question"] for r in turns] == list(range(24))
+    assert len(updates) == summary["updates"] and all("entropy" in u and "approx_kl" in u for u in updates)
+    assert all(len(r["actions"]) == len(r["rewards"]) > 0 for r in turns)
+    assert any(f.name.startswith("events.out.tfevents") for f in (workdir / "tb").iterdir())
+    assert checkpoint_steps(workdir)[-1] == 24
+
+
+def test_generate_resps_mode_is_greedy_lossless_and_lists_actions(trained):
+    cache, _ = trained
+    policy = str(cache / "runs" / "tiny")
+    common = ["--model", "tiny", "--max-new-tokens", "24", "--json", "--prompt", "a story", "--prompt", "the sky"]
+    base = [sys.executable, "-m", "resps_jax.generate", *common]
+    ar = subprocess.run([*base, "--mode", "ar"], capture_output=True, text=True, env=env_for(cache), timeout=300)
+    rs = subprocess.run([*base, "--mode", "resps", "--draft", "random", "--policy", policy, "--interval", "2"],
+                        capture_output=True, text=True, env=env_for(cache), timeout=300)
+    assert ar.returncode == 0 and rs.returncode == 0, rs.stderr[-2000:]
+    ar_rows = [json.loads(x) for x in ar.stdout.splitlines()]
+    rs_rows = [json.loads(x) for x in rs.stdout.splitlines()]
+    assert len(ar_rows) == len(rs_rows) == 2  # a repeated --prompt adds prompts
+    for a, r in zip(ar_rows, rs_rows):
+        assert r["token_ids"] == a["token_ids"]
+        assert r["actions"] and all(x == "ar" or (isinstance(x, list) and len(x) == 3) for x in r["actions"])
+    assert rs_rows[0]["compile_seconds"] > 0 and rs_rows[1]["compile_seconds"] == 0
+
+
+def test_kill_9_then_resume_continues_at_the_checkpoint(tmp_path):
+    args = ["--config.rl.questions=60"]
+    proc = subprocess.Popen([sys.executable, "-m", "resps_jax.train", "--config", "tiny", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_for(tmp_path), cwd=tmp_path)
+    workdir = tmp_path / "runs" / "tiny"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(checkpoint_steps(workdir)) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = checkpoint_steps(workdir)
+    assert steps, "no checkpoint before the kill"
+    saved = steps[-1]
+    assert saved < 60, "the run finished before it could be killed"
+    resumed = train(tmp_path, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at question {saved}" in resumed.stdout
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["position"] == 60 and summary["turns_this_run"] == 60 - saved
+    turns = [json.loads(x) for x in (workdir / "train_log.jsonl").read_text().splitlines()]
+    after = [r["question"] for r in turns if r["type"] == "turn"][-summary["turns_this_run"]:]
+    assert after == list(range(saved, 60))  # same data position: nothing skipped, nothing repeated
+
+
+def test_rerun_without_resume_and_bad_checkpoints_are_one_error_line(trained, tmp_path):
+    cache, _ = trained
+    workdir = cache / "runs" / "tiny"
+    one_error_line(train(cache), "--resume")
+    one_error_line(train(cache, "--resume", "--config.actions.list=ar;4,1,1"), "action set")
+    one_error_line(train(cache, "--resume", "--config.rl.state=mean"), "state size")
+    one_error_line(train(cache, "--config.rl.no_such_key=1"), "no_such_key")
+    # a corrupt checkpoint: one error line, and nothing in the folder changes
+    import shutil
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache / "runs", copy / "runs")
+    latest = copy / "runs" / "tiny" / "checkpoints" / str(checkpoint_steps(workdir)[-1])
+    for f in (latest / "meta").rglob("*"):
+        if f.is_file():
+            f.write_text("{ not json")
+    before = sorted((p.relative_to(copy), p.stat().st_mtime_ns) for p in (copy / "runs").rglob("*"))
+    one_error_line(train(copy, "--resume"), "checkpoint")
+    assert sorted((p.relative_to(copy), p.stat().st_mtime_ns) for p in (copy / "runs").rglob("*")) == before
