@@ -11,6 +11,7 @@ optimisation under a wall-clock budget with Orbax checkpoints, and a held-out re
 from __future__ import annotations
 
 import json
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -54,6 +55,10 @@ def _target_features(graphdef, params, tokens, used_ids):
     logits = model.logits(hidden)  # [B, T, V]
     in_vocab = jnp.isin(jnp.argmax(logits, -1), used_ids)
     return taps.astype(jnp.float16), logits[..., used_ids].astype(jnp.float16), in_vocab
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def featurize_in_bar(featurize, tokens: np.ndarray, batch: int, desc: str):
@@ -220,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                 sums[k] = sums.get(k, 0.0) + float(v)
         return {k: v / max(1, n // d.batch_size) for k, v in sums.items()}
 
+    # Ctrl-C or SIGTERM (also for a background run, where SIGINT starts ignored) ends training
+    # early; the head so far is still checkpointed, evaluated and exported
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     before = evaluate(params)
     deadline = time.monotonic() + 60 * d.minutes
     log = (workdir / "train_draft.jsonl").open("a")
@@ -239,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.write(json.dumps({"step": step, **m}) + "\n")
             if step % d.checkpoint_every == 0:
                 manager.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+    except KeyboardInterrupt:  # Ctrl-C ends training early: the head so far is still saved and exported
+        print(f"interrupted at step {step}; saving and exporting the head", flush=True)
     finally:
         bar.close()
         log.close()

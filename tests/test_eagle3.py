@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import chex
@@ -54,6 +56,12 @@ def test_round_trip_gives_identical_logits(tmp_path):
     np.testing.assert_array_equal(np.asarray(head.to_target_ids(ids)), np.asarray(loaded.to_target_ids(ids)))
     config = json.loads((tmp_path / "draft" / "config.json").read_text())
     assert config["draft_vocab_size"] == 120 and config["vocab_size"] == 300
+    # EAGLE's reference takes a present target_hidden_size to mean "own embedding" and would
+    # then draft with a random one: the key is written only when the sizes differ
+    assert "target_hidden_size" not in config
+    assert load_eagle3(tmp_path / "draft", TARGET).cfg.target_hidden_size == TARGET.hidden_size
+    wide = dataclasses.replace(head.cfg, target_hidden_size=2 * head.cfg.hidden_size).to_official()
+    assert wide["target_hidden_size"] == 2 * head.cfg.hidden_size
 
 
 def test_t2d_marks_exactly_the_mapped_target_ids(tmp_path):

@@ -1,0 +1,158 @@
+"""Does the AR decode loop move whole KV-cache buffers each step? HLO census + ms per token.
+
+Builds the SmolLM2-135M architecture (vocab 49152, hidden 576, MLP 1536, 30 layers, 9 heads,
+3 KV heads, head_dim 64, float32) with RANDOM weights, so it needs no checkpoint, and jits
+the AR loop exactly as `Engine` does (cache donated, one `lax.while_loop`). Then:
+
+  (a) compiles the AR loop at one cache length, dumps its optimized HLO to a file, and
+      counts transpose and copy instructions whose operand or result shape has the cache's
+      slot dimension, inside the while body (what runs per token) and in the whole module;
+  (b) times the AR loop alone (prefill excluded) in ms per token at each cache length.
+
+Both numbers matter because XLA:CPU is free to pick physical layouts: a cache stored in
+the layout the attention einsums consume can still be transposed or copied per step if
+the einsum's operand order or the loop carry forces a different layout. The census says
+whether that happens; the timing says what it costs (reading a 1792-slot f32 cache is
+30 layers x 2 x 3 x 1792 x 64 x 4 B = 83 MB per token).
+
+    python benchmarks/attention_probe.py [--hlo-slots 1792] [--slots 256,1792] [--new-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from resps_jax.decoding.engine import Engine, GenerationConfig, pad_prompts
+from resps_jax.models.config import LlamaConfig
+from resps_jax.models.tiny import random_pair
+
+SMOLLM2 = LlamaConfig(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
+    num_kv_heads=3, head_dim=64, max_position_embeddings=8192,
+)
+PROMPT_TOKENS = 16
+
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_CALLS = re.compile(r"(?:calls|body|condition|to_apply|branch_computations)=\{?([%\w.\-, ]+)\}?")
+
+
+def computations(hlo: str) -> dict[str, list[str]]:
+    """Optimized HLO text -> {computation name: its instruction lines}."""
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in hlo.splitlines():
+        match = _COMPUTATION.match(line)
+        if match and "=" not in line.split("{")[0].split("(")[0]:
+            current = match.group(1)
+            out[current] = []
+        elif line.strip() == "}":
+            current = None
+        elif current is not None:
+            out[current].append(line.strip())
+    return out
+
+
+def while_bodies(comps: dict[str, list[str]]) -> set[str]:
+    """Every computation reachable from a while loop's body (fusions and calls included)."""
+    roots = {m.group(1) for lines in comps.values() for line in lines for m in [re.search(r"body=%?([\w.\-]+)", line)] if m}
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in comps:
+            continue
+        seen.add(name)
+        for line in comps[name]:
+            for group in _CALLS.findall(line):
+                todo.extend(n.strip().lstrip("%") for n in group.split(",") if n.strip())
+    return seen
+
+
+def moves_of_slots(lines: list[str], slots: int) -> list[str]:
+    """transpose/copy instructions with a shape (result or operand) that has `slots` as a dimension."""
+    dim = re.compile(rf"\[(?:[\d,]*,)?{slots}(?:,[\d,]*)?\]")
+    found = []
+    for line in lines:
+        op = re.search(r"=\s*[\w\[\]{},:\s()]*?\s(transpose|copy)\(", line)
+        if op and dim.search(line):
+            found.append(line)
+    return found
+
+
+def census(hlo: str, slots: int) -> tuple[list[str], list[str]]:
+    """(cache-sized moves inside the while body, cache-sized moves anywhere)."""
+    comps = computations(hlo)
+    body = while_bodies(comps)
+    in_body = [line for name in body for line in moves_of_slots(comps[name], slots)]
+    anywhere = [line for lines in comps.values() for line in moves_of_slots(lines, slots)]
+    return in_body, anywhere
+
+
+def ar_inputs(engine: Engine, slots: int, new_tokens: int):
+    """Prefill a fixed 16-token prompt into a fresh `slots` cache; the AR loop's arguments."""
+    prefill, ar_loop = engine.steps_for(1)
+    ids = [int(t) for t in np.random.default_rng(0).integers(0, engine.cfg.vocab_size, PROMPT_TOKENS)]
+    tokens, lengths = pad_prompts([ids], slots)
+    seed, temperature = np.int32(0), np.float32(0.0)
+    cache, first = prefill(engine.params, engine.new_cache(1, slots), tokens, np.asarray(lengths, np.int32), temperature, seed)
+    eos = np.asarray((-1,), np.int32)  # never stops early: exactly new_tokens per run
+    return ar_loop, (engine.params, cache, first, np.int32(new_tokens), eos, temperature, seed)
+
+
+def optimized_hlo(engine: Engine, slots: int, new_tokens: int) -> str:
+    ar_loop, args = ar_inputs(engine, slots, new_tokens)
+    return ar_loop.lower(*args).compile().as_text()
+
+
+def ms_per_token(engine: Engine, slots: int, new_tokens: int, repeats: int) -> tuple[float, float]:
+    """(best, median) ms per generated token of the AR loop alone, compile excluded."""
+    times = []
+    for run in range(repeats + 1):
+        ar_loop, args = ar_inputs(engine, slots, new_tokens)
+        jax.block_until_ready(args)
+        start = time.perf_counter()
+        _, out, count = ar_loop(*args)
+        jax.block_until_ready((out, count))
+        if run:  # the first run compiles
+            times.append((time.perf_counter() - start) * 1e3 / (new_tokens - 1))
+    return min(times), statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hlo-slots", type=int, default=1792)
+    parser.add_argument("--slots", default="256,1792")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hlo-out", default="/tmp/ar_loop_hlo.txt")
+    parser.add_argument("--show", type=int, default=6, help="print this many offending HLO lines")
+    args = parser.parse_args()
+
+    target, _ = random_pair(SMOLLM2, scale=1.0)
+    engine = Engine(target)
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}; SmolLM2-shaped random weights, f32")
+
+    hlo = optimized_hlo(engine, args.hlo_slots, args.new_tokens)
+    Path(args.hlo_out).write_text(hlo)
+    in_body, anywhere = census(hlo, args.hlo_slots)
+    kinds = lambda lines: {k: sum(f" {k}(" in line for line in lines) for k in ("transpose", "copy")}  # noqa: E731
+    print(f"optimized HLO of the AR loop at S={args.hlo_slots} -> {args.hlo_out}")
+    print(f"  cache-sized transpose/copy in the while body: {len(in_body)} {kinds(in_body)}")
+    print(f"  cache-sized transpose/copy in the whole module: {len(anywhere)} {kinds(anywhere)}")
+    for line in in_body[: args.show]:
+        print("    " + (line if len(line) < 220 else line[:220] + " ..."))
+
+    for slots in (int(s) for s in args.slots.split(",")):
+        best, median = ms_per_token(engine, slots, args.new_tokens, args.repeats)
+        print(f"AR loop S={slots:<5} {args.new_tokens} new tokens: {best:7.2f} ms/token best, {median:7.2f} median")
+
+
+if __name__ == "__main__":
+    main()
