@@ -5,15 +5,17 @@ Builds the SmolLM2-135M architecture (vocab 49152, hidden 576, MLP 1536, 30 laye
 the AR loop exactly as `Engine` does (cache donated, one `lax.while_loop`). Then:
 
   (a) compiles the AR loop at one cache length, dumps its optimized HLO to a file, and
-      counts transpose and copy instructions whose operand or result shape has the cache's
-      slot dimension, inside the while body (what runs per token) and in the whole module;
+      counts transpose and copy instructions whose shape has the cache's slot dimension,
+      inside while bodies (what runs per token) and in the whole module, twice: any such
+      shape, and only cache-sized ones (>= slots x head_dim elements: whole K/V buffers);
   (b) times the AR loop alone (prefill excluded) in ms per token at each cache length.
 
-Both numbers matter because XLA:CPU is free to pick physical layouts: a cache stored in
-the layout the attention einsums consume can still be transposed or copied per step if
-the einsum's operand order or the loop carry forces a different layout. The census says
-whether that happens; the timing says what it costs (reading a 1792-slot f32 cache is
-30 layers x 2 x 3 x 1792 x 64 x 4 B = 83 MB per token).
+Both numbers matter because XLA:CPU is free to insert layout changes and copies: a cache
+stored as [B, KVH, S, D] was still transposed and copied every step, because of the
+einsums' operand order, and would be copied if a dot read the result of the in-place write
+or if nothing ordered the write after the reads (see models/llama.py Attention). The
+census says whether that happens; the timing says what it costs (reading a 1792-slot f32
+cache is 30 layers x 2 x 3 x 1792 x 64 x 4 B = 83 MB per token).
 
     python benchmarks/attention_probe.py [--hlo-slots 1792] [--slots 256,1792] [--new-tokens 64]
 """
@@ -21,6 +23,7 @@ whether that happens; the timing says what it costs (reading a 1792-slot f32 cac
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import time
@@ -75,24 +78,37 @@ def while_bodies(comps: dict[str, list[str]]) -> set[str]:
     return seen
 
 
-def moves_of_slots(lines: list[str], slots: int) -> list[str]:
-    """transpose/copy instructions with a shape (result or operand) that has `slots` as a dimension."""
-    dim = re.compile(rf"\[(?:[\d,]*,)?{slots}(?:,[\d,]*)?\]")
+def moves_of_slots(lines: list[str], slots: int, min_elements: int = 0) -> list[str]:
+    """transpose/copy instructions whose shape has `slots` as a dimension.
+
+    Optimized HLO prints operands by name only, so this reads the result shape (a transpose
+    or copy has its operand's dimensions, permuted or not). With `min_elements`, only
+    shapes at least that large count: slots x head_dim singles out moves of whole K/V
+    buffers from moves of the attention scores (head_dim / (G x T) times smaller).
+    """
+    dim = re.compile(rf"\[((?:\d+,)*{slots}(?:,\d+)*)\]")
     found = []
     for line in lines:
-        op = re.search(r"=\s*[\w\[\]{},:\s()]*?\s(transpose|copy)\(", line)
-        if op and dim.search(line):
+        text = line.split(", metadata=")[0]
+        if not re.search(r"\s(transpose|copy)\(", text):
+            continue
+        sizes = [math.prod(int(n) for n in m.group(1).split(",")) for m in dim.finditer(text)]
+        if sizes and max(sizes) >= min_elements:
             found.append(line)
     return found
 
 
-def census(hlo: str, slots: int) -> tuple[list[str], list[str]]:
-    """(cache-sized moves inside the while body, cache-sized moves anywhere)."""
+def census(hlo: str, slots: int, min_elements: int = 0) -> tuple[list[str], list[str]]:
+    """(slot-dimension moves inside the while body, slot-dimension moves anywhere)."""
     comps = computations(hlo)
     body = while_bodies(comps)
-    in_body = [line for name in body for line in moves_of_slots(comps[name], slots)]
-    anywhere = [line for lines in comps.values() for line in moves_of_slots(lines, slots)]
+    in_body = [line for name in body for line in moves_of_slots(comps[name], slots, min_elements)]
+    anywhere = [line for lines in comps.values() for line in moves_of_slots(lines, slots, min_elements)]
     return in_body, anywhere
+
+
+def kinds(lines: list[str]) -> dict[str, int]:
+    return {k: sum(f" {k}(" in line for line in lines) for k in ("transpose", "copy")}
 
 
 def ar_inputs(engine: Engine, slots: int, new_tokens: int):
@@ -141,13 +157,14 @@ def main() -> None:
 
     hlo = optimized_hlo(engine, args.hlo_slots, args.new_tokens)
     Path(args.hlo_out).write_text(hlo)
-    in_body, anywhere = census(hlo, args.hlo_slots)
-    kinds = lambda lines: {k: sum(f" {k}(" in line for line in lines) for k in ("transpose", "copy")}  # noqa: E731
     print(f"optimized HLO of the AR loop at S={args.hlo_slots} -> {args.hlo_out}")
-    print(f"  cache-sized transpose/copy in the while body: {len(in_body)} {kinds(in_body)}")
-    print(f"  cache-sized transpose/copy in the whole module: {len(anywhere)} {kinds(anywhere)}")
-    for line in in_body[: args.show]:
-        print("    " + (line if len(line) < 220 else line[:220] + " ..."))
+    cache_sized = args.hlo_slots * SMOLLM2.head_dim
+    for label, floor in (("any shape with the slot dim", 0), (f"cache-sized (>= S x D = {cache_sized} elements)", cache_sized)):
+        in_body, anywhere = census(hlo, args.hlo_slots, floor)
+        print(f"  transpose/copy, {label}: {len(in_body)} in the while body {kinds(in_body)}, {len(anywhere)} in the module")
+        for line in in_body[: args.show]:
+            line = line.split(", metadata=")[0]
+            print("    " + (line if len(line) < 200 else line[:200] + " ..."))
 
     for slots in (int(s) for s in args.slots.split(",")):
         best, median = ms_per_token(engine, slots, args.new_tokens, args.repeats)

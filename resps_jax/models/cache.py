@@ -3,6 +3,12 @@
 The forward writes the keys/values of its T new tokens at `lengths[b]` but never moves
 `lengths`; the caller commits what it accepts (all T for prefill/AR, the accepted tree
 path after compaction). That keeps one forward for prefill, decode and tree verify.
+
+Each layer's K and V are [B, KVH, S, D]: the layout XLA's dot consumes as it is, K as the
+left operand of Q K^T (contracting D, the minor dimension) and V as the right operand of
+P V (contracting S). Attention (models/llama.py) reads the buffers the step receives and
+writes the new tokens' K/V afterwards, ordered by a data edge (`after`), so inside a
+decode `while_loop` the cache is updated in place and never transposed or copied.
 """
 
 from __future__ import annotations
@@ -52,6 +58,37 @@ def write_rows(buffer: jax.Array, new: jax.Array, offsets: jax.Array, axis: int 
         return jax.lax.dynamic_update_slice(row, new_row.astype(row.dtype), start)
 
     return jax.vmap(one)(buffer, new, offsets)
+
+
+def after(values: tuple[jax.Array, ...], token: jax.Array) -> tuple[jax.Array, ...]:
+    """`values` unchanged, but computed from `token`: their consumers run after token's producers.
+
+    The attention reads a layer's cache buffers, then writes the new K/V into the same
+    buffers in place. Nothing orders the two unless the written values depend on what was
+    read: XLA:CPU's copy insertion then copies the whole K and V buffers of every layer each
+    step so that the in-place write cannot clobber a read (and `optimization_barrier` is
+    lowered away before copy insertion, so it does not help). Adding `0 * token` (one
+    element of the attention output) is exact for a finite token (x + 0 = x, x + -0 = x)
+    and costs a scalar; a non-finite token means the layer's output is already non-finite.
+    """
+    zero = 0 * token.reshape(-1)[0]
+    return tuple(v + zero.astype(v.dtype) for v in values)
+
+
+def split_mask(mask: jax.Array, lengths: jax.Array, t: int) -> tuple[jax.Array, jax.Array]:
+    """mask [B, T, S] over the cache after the write -> (cache part [B, T, S], new part [B, T, T]).
+
+    Attention reads the T new tokens' K/V from the forward's own projections and everything
+    else from the cache as it was before this forward's write; the slots lengths..lengths+T
+    of that cache hold stale entries (a rejected tree, padding), so the cache part hides them
+    and the new part says which new tokens each new token sees (mask[b, :, lengths[b] + j]).
+    Slots are assumed in range (plan_cache_length leaves room for every write).
+    """
+    capacity = mask.shape[-1]
+    slots = jnp.arange(capacity)[None, :]  # [1, S]
+    fresh = (slots >= lengths[:, None]) & (slots < lengths[:, None] + t)  # [B, S]
+    local = jax.vmap(lambda row, n: jax.lax.dynamic_slice_in_dim(row, n, t, axis=1))(mask, lengths)
+    return mask & ~fresh[:, None, :], local
 
 
 def attention_mask(lengths: jax.Array, local_mask: jax.Array, capacity: int) -> jax.Array:
