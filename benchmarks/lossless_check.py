@@ -8,6 +8,11 @@ else would be a bug. Prints counts per benchmark and tree, and the worst gap.
 
     python benchmarks/lossless_check.py [--per-benchmark 80] [--trees "8,3,2;16,4,4;7,5,1"]
         [--benchmarks mt_bench,sum] [--log docs/lossless_log.jsonl]   # resumable, across sessions
+        [--policy WORKDIR] [--cycle "ar;4,2,2;8,3,2"] [--interval 4]
+
+Policy-driven decoders switch actions between intervals: `--policy` runs a trained Re-SpS
+policy (sampled at its inference temperature), `--cycle` a round-robin over an action set
+(`ar` included), so every switch, to and from `ar`, is exercised on real prompts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngin
 from resps_jax.models.cache import KVCache
 from resps_jax.models.llama import causal_mask
 from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
+from resps_jax.decoding.tree import format_action
 from resps_jax.prompting import encode_prompt, eos_token_ids
+from resps_jax.rl.actions import parse_actions
+from resps_jax.rl.checkpoint import load_policy
 from resps_jax.runtime import setup_runtime
 
 NEAR_TIE = 1e-4
@@ -48,29 +56,49 @@ def main() -> None:
     parser.add_argument("--draft", default="smollm2")
     parser.add_argument("--log", help="JSONL of per-prompt results; prompts already in it are skipped (resume)")
     parser.add_argument("--json-out")
+    parser.add_argument("--policy", help="a trained policy (train workdir or checkpoint): adds decoder 'resps'")
+    parser.add_argument("--cycle", help="an action set ('ar;4,2,2;...') run round-robin: adds decoder 'cycle'")
+    parser.add_argument("--interval", type=int, default=4, help="steps per decision for --policy / --cycle")
     args = parser.parse_args()
     setup_runtime()
     target = load_target("smollm2")
     engine = Engine(target.model)
     head = load_eagle3(resolve_draft_folder(args.draft), target.cfg)
-    trees = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";")]
-    specs = {tree: SpeculativeEngine(engine, head, [tree]) for tree in trees}
+    trees = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";") if t.strip()]
+    decoders = {tree: (SpeculativeEngine(engine, head, [tree]), None) for tree in trees}
+    if args.policy:
+        agent, meta = load_policy(args.policy)
+        decoders["resps"] = (SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"]))), agent.decide)
+    if args.cycle:
+        actions = parse_actions(args.cycle)
+        calls = []
+        decoders["cycle"] = (SpeculativeEngine(engine, head, actions),
+                             lambda _taps: calls.append(0) or (len(calls) % len(actions)))
     eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
-    gen = GenerationConfig(max_new_tokens=args.new_tokens, tree_margin=max(t[0] for t in trees) + max(t[1] for t in trees) + 2)
+    margin = max(spec.tree_margin for spec, _ in decoders.values())
+    gen = GenerationConfig(max_new_tokens=args.new_tokens, tree_margin=margin)
     records = []
     if args.log and Path(args.log).is_file():
         records = [json.loads(line) for line in Path(args.log).read_text().splitlines() if line.strip()]
-    done = {(r["benchmark"], r["question_id"], tuple(r["tree"])) for r in records}
+    done = {(r["benchmark"], r["question_id"], label(r["tree"])) for r in records}
     for name in args.benchmarks.split(","):
         for q in load_benchmark(name, limit=args.per_benchmark):
-            todo = [tree for tree in trees if (name, q.question_id, tree) not in done]
+            todo = [key for key in decoders if (name, q.question_id, label(key)) not in done]
             if not todo:
                 continue
             ids = encode_prompt(target.tokenizer, q.turns[0])
             ar = engine.generate(ids, gen, eos).token_ids
-            for tree in todo:
-                out = specs[tree].generate(ids, gen, eos).token_ids
-                record = {"benchmark": name, "question_id": q.question_id, "tree": list(tree), "identical": out == ar}
+            for key in todo:
+                spec, policy = decoders[key]
+                if policy is None:
+                    result = spec.generate(ids, gen, eos)
+                else:
+                    result = spec.generate(ids, gen, eos, policy=policy, interval=args.interval)
+                out = result.token_ids
+                record = {"benchmark": name, "question_id": q.question_id,
+                          "tree": key if isinstance(key, str) else list(key), "identical": out == ar}
+                if policy is not None:
+                    record["actions"] = [format_action(a) for a in result.actions]
                 if out != ar:
                     first = next((i for i, (a, b) in enumerate(zip(ar, out)) if a != b), min(len(ar), len(out)))
                     record.update(position=first, gap=top2_gap(target.model, ids + ar[:first]))
@@ -91,11 +119,16 @@ def main() -> None:
             json.dump(report, f, indent=2)
 
 
+def label(tree) -> str:
+    """A decoder's name in logs and reports: '(8, 3, 2)' for a static tree, else its name."""
+    return tree if isinstance(tree, str) else str(tuple(tree))
+
+
 def summarize(records: list[dict]) -> dict[str, dict]:
     """Counts per (benchmark, tree): prompts, identical, near-ties, other divergences, gaps."""
     report: dict[str, dict] = {}
     for r in records:
-        row = report.setdefault(f"{r['benchmark']} {tuple(r['tree'])}",
+        row = report.setdefault(f"{r['benchmark']} {label(r['tree'])}",
                                 {"prompts": 0, "identical": 0, "near_ties": 0, "other": 0, "gaps": []})
         row["prompts"] += 1
         if r["identical"]:

@@ -13,15 +13,14 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c = ConfigDict()
     c.model = "smollm2"
     c.dtype = "float32"
-    # The head this run trains is what `--draft smollm2` loads: <workdir>/draft/.
-    c.workdir = os.path.join(cache, "drafts", "smollm2")
+    c.workdir = os.path.join(cache, "runs", "smollm2")  # policy checkpoints, logs, evaluation report
     c.seed = 0
 
     # CPU action set, chosen from benchmarks/spec_decode.py (docs/results.md): verification
     # here costs 1.34x a one-token step at T=4 and 1.66x at T=8 and grows from there, so the
     # set keeps the small trees that measured best (4/2/2 to 16/4/4); EAGLE-3's 60-node GPU
     # trees cost 4x an AR step on this CPU for 1.65 tokens and are left out.
-    c.draft_model = "smollm2"  # the head train_draft writes to <workdir>/draft/
+    c.draft_model = "smollm2"  # the head train_draft writes to <draft.workdir>/draft/
     c.baselines = "60,5,10;60,7,10"  # EAGLE-3 as the paper ran it; EAGLE's library default
     c.actions = ConfigDict()
     # `ar` drafts nothing for its interval (one target step, the head kept in sync), so a
@@ -60,7 +59,19 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
     c.rl.seed = 0
 
+    # python -m resps_jax.evaluate: benchmarks (held out) x methods, interleaved per question
+    c.eval = ConfigDict()
+    c.eval.benchmarks = ""  # comma-separated subset; empty: all five
+    c.eval.questions = 10  # per benchmark (-1: all 80)
+    c.eval.max_new_tokens = 128
+    c.eval.interval = 0  # steps per policy decision (0: the policy's own, actions.interval_eval)
+    c.eval.grid_prompts = "sharegpt"  # the best-static grid search runs on training prompts, never benchmarks
+    c.eval.truncate_prompt = False  # keep the last tokens of a prompt too long for the context
+    c.eval.grid_questions = 12
+
     c.draft = ConfigDict()
+    # The head train_draft makes is what `--draft smollm2` loads: <draft.workdir>/draft/.
+    c.draft.workdir = os.path.join(cache, "drafts", "smollm2")
     c.draft.prompts = "builtin"  # shipped offline prompts; a ShareGPT json / jsonl / hf:<name> for real runs
     # Training rows: "text" = ShareGPT's own assistant replies scored by the target in one batched
     # forward (EAGLE-1's recipe, prefill speed), "distill" = the target's own greedy answers to

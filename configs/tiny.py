@@ -48,6 +48,16 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.actions.list = "ar;4,1,1;8,3,2;16,4,4"
     c.actions.interval_train = 4
     c.actions.interval_eval = 8
+    # python -m resps_jax.evaluate: benchmarks (held out) x methods, interleaved per question
+    c.eval = ConfigDict()
+    c.eval.benchmarks = ""  # comma-separated subset; empty: all five
+    c.eval.questions = 2  # per benchmark (-1: all 80)
+    c.eval.max_new_tokens = 24
+    c.eval.interval = 0  # steps per policy decision (0: the policy's own, actions.interval_eval)
+    c.eval.grid_prompts = "builtin"  # the best-static grid search runs on training prompts, never benchmarks
+    c.eval.grid_questions = 3
+    c.eval.truncate_prompt = True  # the tiny target has 256 positions; benchmark prompts can be longer
+
     c.draft = ConfigDict()
     c.draft.prompts = "builtin"
     c.draft.sources = "distill"

@@ -82,6 +82,16 @@ def paper_config(
     c.rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
     c.rl.seed = 0
 
+    # python -m resps_jax.evaluate: benchmarks (held out) x methods, interleaved per question
+    c.eval = ConfigDict()
+    c.eval.benchmarks = ""  # comma-separated subset; empty: all five
+    c.eval.questions = -1  # per benchmark (-1: all 80)
+    c.eval.max_new_tokens = 512
+    c.eval.interval = 0  # steps per policy decision (0: the policy's own, actions.interval_eval)
+    c.eval.grid_prompts = "sharegpt"  # the best-static grid search runs on training prompts, never benchmarks
+    c.eval.truncate_prompt = False  # keep the last tokens of a prompt too long for the context
+    c.eval.grid_questions = 40
+
     c.arch = ConfigDict(arch)
     c.draft_arch = ConfigDict(draft_arch)
     return c

@@ -17,6 +17,22 @@ def encode_prompt(tokenizer, text: str, chat: bool = True) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
+def encode_conversation(tokenizer, turns: list[str], answers: list[str], chat: bool = True) -> list[int]:
+    """The prompt for turn len(answers): earlier user turns with the model's own answers, then
+    the next user turn (MT-Bench's second turn sees the first answer), in the chat template."""
+    if not answers:
+        return encode_prompt(tokenizer, turns[0], chat)
+    if not (chat and getattr(tokenizer, "chat_template", None)):
+        text = "\n\n".join(part for pair in zip(turns, answers) for part in pair) + "\n\n" + turns[len(answers)]
+        return list(tokenizer(text)["input_ids"])
+    messages = []
+    for user, assistant in zip(turns, answers):
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    messages.append({"role": "user", "content": turns[len(answers)]})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def eos_token_ids(tokenizer, config_eos: tuple[int, ...]) -> tuple[int, ...]:
     """Every id that ends a turn: the config's EOS ids plus the tokenizer's."""
     ids = list(config_eos)

@@ -1,7 +1,7 @@
 """python -m resps_jax.train_draft --config configs/X.py [--config.draft.k=v ...] [--resume]
 
 Trains an EAGLE-3 head for the config's target and writes it in the official format to
-<workdir>/draft/ (config.json + model.safetensors). Stages, each cached in the workdir so a
+<draft.workdir or workdir>/draft/ (config.json + model.safetensors). Stages, each cached in the workdir so a
 rerun or `--resume` repeats nothing: self-distilled answers (greedy AR by the target), the
 draft vocabulary, the frozen target's features and logits, then training-time-test
 optimisation under a wall-clock budget with Orbax checkpoints, and a held-out report
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     from resps_jax.models.loading import load_target, parse_dtype, save_eagle3
     from resps_jax.prompting import encode_prompt, eos_token_ids
 
-    workdir = Path(config.workdir).expanduser()
+    # the head's own folder when the config names one (the policy's runs live in config.workdir)
+    workdir = Path(d.get("workdir", "") or config.workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = (workdir / "checkpoints_draft").absolute()
     if not flags["resume"] and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):

@@ -1,0 +1,287 @@
+"""python -m resps_jax.evaluate --config configs/X.py [--policy P] [--benchmarks a,b] [--questions N]
+    [--methods "ar;static:4,2,2;resps"] [--question-file F.jsonl] [--grid-search] [--no-report]
+
+Benchmarks and baselines as the paper runs them: for every question and turn of the
+chosen benchmark sets (MT-Bench with both turns, the second seeing the model's own first
+answer), every method decodes the same prompt after a warm-up that compiled everything:
+our AR (timed twice, `ar` and `ar_again`, so the run-to-run spread is measured in the same
+run), each static action of the config's set (`static:ar` is the `ar`-only policy), the
+EAGLE-3 baselines (`config.baselines`: 60/5/10 as the paper compared against, 60/7/10),
+the best static action of a grid search on training prompts (`--grid-search` makes and
+saves that pick; benchmark prompts never choose it), and the Re-SpS policy. Methods run
+interleaved per question, their order rotating, so drift on a shared machine hits all
+alike. One record per question x turn x method goes to <workdir>/report/results.jsonl;
+an interrupted run resumes and skips finished records. `python -m resps_jax.report`
+turns the records into report.md and plots (this CLI calls it at the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from resps_jax.errors import UserError, run_cli
+
+BOOL_FLAGS = ("debug", "grid_search", "no_report")
+
+
+def parse_args(argv: list[str]):
+    """--config ... plus --policy P, --benchmarks a,b, --questions N, --methods m1,m2 and flags."""
+    argv = [a.replace("--grid-search", "--grid_search").replace("--no-report", "--no_report") for a in argv]
+    rest, extra = [], {"policy": None, "benchmarks": None, "questions": None, "methods": None, "question_file": None}
+    i = 0
+    while i < len(argv):
+        name = argv[i][2:].split("=", 1)[0].replace("-", "_") if argv[i].startswith("--") else ""
+        name = "" if name.startswith("config") else name
+        if name in extra:
+            if "=" in argv[i]:
+                extra[name] = argv[i].split("=", 1)[1]
+            elif i + 1 < len(argv):
+                extra[name] = argv[i + 1]
+                i += 1
+            else:
+                raise UserError(f"{argv[i]} needs a value")
+        else:
+            rest.append(argv[i])
+        i += 1
+    return rest, extra
+
+
+def method_names(config, with_policy: bool, best_static: str | None) -> list[str]:
+    from resps_jax.decoding.tree import format_action
+    from resps_jax.rl.actions import config_actions
+
+    names = ["ar", "ar_again"]
+    names += [f"static:{format_action(a)}" for a in config_actions(config.actions)]
+    names += [f"eagle3:{b.strip()}" for b in str(config.get("baselines", "")).split(";") if b.strip()]
+    if best_static:
+        names.append("best_static")
+    if with_policy:
+        names.append("resps")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    from resps_jax.config_cli import parse_config_args, resolve_config_argv
+
+    rest, extra = parse_args(list(argv or []))
+    config, flags = parse_config_args(resolve_config_argv(rest), BOOL_FLAGS)
+    if "actions" not in config or "eval" not in config:
+        raise UserError("the config has no 'actions' or 'eval' section")
+    ev = config.eval
+    from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark, load_question_file
+
+    names = BENCHMARKS if not (extra["benchmarks"] or ev.benchmarks) else [
+        b.strip() for b in (extra["benchmarks"] or ev.benchmarks).split(",") if b.strip()]
+    unknown = [b for b in names if b not in BENCHMARKS]
+    if unknown and not extra["question_file"]:
+        raise UserError(f"unknown benchmark(s) {', '.join(unknown)}; expected some of {', '.join(BENCHMARKS)}")
+    try:
+        n_questions = int(extra["questions"]) if extra["questions"] is not None else int(ev.questions)
+    except ValueError:
+        raise UserError(f"--questions {extra['questions']!r}: expected an integer") from None
+    limit = None if n_questions < 0 else n_questions
+    if extra["question_file"]:  # a user's own question file (same format as the benchmark files)
+        sets = {Path(extra["question_file"]).stem: load_question_file(extra["question_file"], limit=limit)}
+    else:
+        sets = {b: load_benchmark(b, limit=limit) for b in names}
+
+    from resps_jax.distributed import initialize_from_config
+    from resps_jax.runtime import setup_runtime
+
+    initialize_from_config(config)
+    setup_runtime()
+    from tqdm import tqdm
+
+    from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
+    from resps_jax.decoding.tree import format_action
+    from resps_jax.models.loading import parse_dtype
+    from resps_jax.prompting import encode_conversation, eos_token_ids
+    from resps_jax.rl.actions import config_actions, parse_actions
+    from resps_jax.train import load_pair
+
+    workdir = Path(config.workdir).expanduser()
+    report_dir = workdir / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    target, head = load_pair(config, parse_dtype(config.dtype))
+    engine = Engine(target.model)
+    eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
+    tok = target.tokenizer
+
+    if flags["grid_search"]:
+        pick = grid_search(config, engine, head, eos, tok)
+        (report_dir / "best_static.json").write_text(json.dumps(pick, indent=2))
+        print(json.dumps(pick))
+        return 0
+
+    best_file = report_dir / "best_static.json"
+    best_static = json.loads(best_file.read_text())["action"] if best_file.is_file() else None
+    policy_path = extra["policy"] or (str(workdir / "checkpoints") if (workdir / "checkpoints").is_dir() else None)
+    agent = meta = None
+    if policy_path:
+        from resps_jax.rl.checkpoint import load_policy
+
+        agent, meta = load_policy(policy_path)
+    methods = method_names(config, agent is not None, best_static)
+    if extra["methods"]:
+        wanted = [m.strip() for m in extra["methods"].split(";") if m.strip()]
+        missing = [m for m in wanted if m not in methods]
+        if missing:
+            raise UserError(f"unknown method(s) {', '.join(missing)}; this config has {', '.join(methods)}")
+        methods = wanted
+
+    decoders = {}
+    for m in methods:
+        if m.startswith("static:") or m.startswith("eagle3:"):
+            decoders[m] = (SpeculativeEngine(engine, head, parse_actions(m.split(":", 1)[1])), None, 1 << 20)
+        elif m == "best_static":
+            decoders[m] = (SpeculativeEngine(engine, head, parse_actions(best_static)), None, 1 << 20)
+        elif m == "resps":
+            spec = SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"])))
+            decoders[m] = (spec, agent.decide, int(ev.interval or meta["interval_eval"]))
+    margin = max([spec.tree_margin for spec, _, _ in decoders.values()], default=0)
+    gen = GenerationConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0, tree_margin=margin,
+                           truncate_prompt=bool(ev.get("truncate_prompt", False)))
+
+    results_path = report_dir / "results.jsonl"
+    done: dict[tuple, dict] = {}
+    if results_path.is_file():
+        for number, line in enumerate(results_path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    raise UserError(f"{results_path}:{number}: not valid JSON; remove the line to resume") from None
+                done[(r["benchmark"], str(r["question_id"]), r["turn"], r["method"])] = r
+    jobs = [(b, q, t) for b, qs in sets.items() for q in qs for t in range(len(q.turns))]
+    todo = [(b, q, t) for b, q, t in jobs if any((b, str(q.question_id), t, m) not in done for m in methods)]
+
+    def sized(ids: list[int]) -> GenerationConfig:
+        """This prompt's request with its cache length rounded up to a power of two: every
+        method decodes with the same cache, and a handful of lengths serve all prompts, so
+        compilation (done untimed, once per length) stays small."""
+        _, capacity = engine.fit_prompt(ids, gen)
+        bucket = 1 << (capacity - 1).bit_length()
+        limit = target.cfg.max_position_embeddings
+        return dataclasses.replace(gen, cache_len=min(bucket, limit))
+
+    def run(method: str, ids: list[int]):
+        request = sized(ids)
+        if method in ("ar", "ar_again"):
+            return engine.generate(ids, request, eos)
+        spec, policy, interval = decoders[method]
+        if policy is None:
+            return spec.generate(ids, request, eos)
+        return spec.generate(ids, request, eos, policy=policy, interval=interval)
+
+    warmed: set = set()
+
+    def warm(ids: list[int]) -> None:
+        """Compile every method for this prompt's shapes (prefill bucket, cache length), untimed:
+        a timed decode never includes compilation."""
+        request = sized(ids)
+        fitted, capacity = engine.fit_prompt(ids, request)
+        key = (prefill_bucket(len(fitted), capacity), capacity)
+        if key in warmed:
+            return
+        warmed.add(key)
+        for m in methods:
+            if m in decoders:
+                decoders[m][0].warm_up(ids, request, eos)
+            else:
+                run(m, ids)
+
+    if agent is not None:
+        agent.decide(np.zeros(3 * target.cfg.hidden_size, np.float32))  # the policy's forward compiles once
+
+    out = results_path.open("a")
+    answers: dict[tuple, str] = {}  # (benchmark, qid, turn) -> AR's answer text, for later turns
+    bar = tqdm(total=len(todo), desc="evaluating", unit="turn")
+    start = time.monotonic()
+    try:
+        for row, (b, q, t) in enumerate(todo):
+            previous = []
+            for k in range(t):
+                key = (b, str(q.question_id), k)
+                if key not in answers:
+                    r = done.get((b, str(q.question_id), k, "ar"))
+                    answers[key] = r["text"] if r else tok.decode(
+                        run("ar", encode_conversation(tok, list(q.turns), previous)).token_ids,
+                        skip_special_tokens=True)
+                previous.append(answers[key])
+            ids = encode_conversation(tok, list(q.turns), previous)
+            warm(ids)
+            order = methods[row % len(methods):] + methods[: row % len(methods)]
+            records = {}
+            for m in order:
+                if (b, str(q.question_id), t, m) in done:
+                    continue
+                result = run(m, ids)
+                records[m] = result
+            ar_ids = (records["ar"].token_ids if "ar" in records
+                      else done.get((b, str(q.question_id), t, "ar"), {}).get("token_ids"))
+            for m in methods:
+                if m not in records:
+                    continue
+                result = records[m]
+                record = {
+                    "benchmark": b, "question_id": q.question_id, "turn": t, "method": m,
+                    "tokens": result.new_tokens, "seconds": round(result.seconds, 5), "steps": result.steps,
+                    "tokens_per_second": round(result.tokens_per_second, 3),
+                    "accepted": result.accepted_per_step,
+                    "actions": [format_action(a) for a in result.actions],
+                    "prompt_tokens": result.prompt_tokens,
+                    "identical_to_ar": ar_ids is None or result.token_ids == ar_ids,
+                }
+                if m == "ar":
+                    record["text"] = tok.decode(result.token_ids, skip_special_tokens=True)
+                    record["token_ids"] = result.token_ids
+                    answers[(b, str(q.question_id), t)] = record["text"]
+                out.write(json.dumps(record) + "\n")
+                done[(b, str(q.question_id), t, m)] = record
+            out.flush()
+            bar.update(1)
+    finally:
+        bar.close()
+        out.close()
+    print(json.dumps({"results": str(results_path), "turns": len(jobs), "methods": methods,
+                      "minutes": round((time.monotonic() - start) / 60, 2)}), flush=True)
+    if not flags["no_report"]:
+        from resps_jax.report import write_report
+
+        print(write_report(report_dir, command=" ".join(["python -m resps_jax.evaluate", *(argv or [])])))
+    return 0
+
+
+def grid_search(config, engine, head, eos, tok) -> dict:
+    """The best single static action of the config's set on training prompts (never benchmarks)."""
+    from resps_jax.data.prompts import load_training_prompts
+    from resps_jax.decoding.engine import GenerationConfig, SpeculativeEngine
+    from resps_jax.decoding.tree import format_action
+    from resps_jax.prompting import encode_prompt
+    from resps_jax.rl.actions import config_actions
+
+    ev = config.eval
+    tok_prompts = [encode_prompt(tok, c[0]) for c in
+                   load_training_prompts(ev.grid_prompts, limit=ev.grid_questions, seed=7)]
+    actions = config_actions(config.actions)
+    gen = GenerationConfig(max_new_tokens=ev.max_new_tokens)
+    speeds = {}
+    for a in actions:
+        spec = SpeculativeEngine(engine, head, [a])
+        spec.warm_up(tok_prompts[0], gen, eos)
+        tokens = seconds = 0.0
+        for ids in tok_prompts:
+            r = spec.generate(ids, gen, eos)
+            tokens, seconds = tokens + r.new_tokens, seconds + r.seconds
+        speeds[format_action(a)] = tokens / seconds
+    best = max(speeds, key=speeds.get)
+    return {"action": best, "tokens_per_second": speeds, "prompts": len(tok_prompts), "source": ev.grid_prompts}
+
+
+if __name__ == "__main__":
+    run_cli(main)

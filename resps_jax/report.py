@@ -1,0 +1,229 @@
+"""python -m resps_jax.report REPORT_DIR: results.jsonl -> report.md + PNG plots.
+
+Tables in the paper's terms: Table 1 (speed per benchmark and mean, as speed-ups over our
+AR and over EAGLE-3 60/5/10), Wilcoxon signed-rank p-values of Re-SpS against each
+baseline per benchmark (paired by question x turn, scipy), Table 6 (acceptance length:
+tokens per step, mean +- sd; acceptance rate: accepted drafts per verified node), unique
+actions and an action histogram per benchmark, and the acceptance-length distribution.
+Speed per benchmark is total tokens over total seconds of its turns; AR's run-to-run
+spread is |ar - ar_again| from the same run. The verdict lines say plainly whether Re-SpS
+beats AR (beyond that spread) and the best static action, and where.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+EAGLE_BASELINE = "eagle3:60,5,10"
+
+
+def load_records(path: Path) -> list[dict]:
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    return records
+
+
+def speeds(records: list[dict]) -> dict[str, dict[str, float]]:
+    """{benchmark: {method: tokens/s}} (total tokens / total seconds), plus 'mean' over benchmarks."""
+    tokens: dict = defaultdict(lambda: defaultdict(float))
+    seconds: dict = defaultdict(lambda: defaultdict(float))
+    for r in records:
+        tokens[r["benchmark"]][r["method"]] += r["tokens"]
+        seconds[r["benchmark"]][r["method"]] += r["seconds"]
+    out = {b: {m: tokens[b][m] / seconds[b][m] for m in tokens[b] if seconds[b][m] > 0} for b in tokens}
+    methods = sorted({m for b in out for m in out[b]})
+    out["mean"] = {m: float(np.mean([out[b][m] for b in list(out) if b != "mean" and m in out[b]])) for m in methods}
+    return out
+
+
+def paired(records: list[dict], a: str, b: str, benchmark: str | None) -> tuple[np.ndarray, np.ndarray]:
+    by_key: dict = defaultdict(dict)
+    for r in records:
+        if benchmark is None or r["benchmark"] == benchmark:
+            by_key[(r["benchmark"], str(r["question_id"]), r["turn"])][r["method"]] = r["tokens_per_second"]
+    pairs = [(v[a], v[b]) for v in by_key.values() if a in v and b in v]
+    return np.asarray([p[0] for p in pairs]), np.asarray([p[1] for p in pairs])
+
+
+def wilcoxon_p(x: np.ndarray, y: np.ndarray) -> float | None:
+    from scipy import stats
+
+    if len(x) < 2 or np.allclose(x, y):
+        return None
+    return float(stats.wilcoxon(x, y).pvalue)
+
+
+def method_order(methods: set[str]) -> list[str]:
+    def key(m: str):
+        rank = {"ar": 0, "ar_again": 1, "best_static": 4, "resps": 5}
+        return (rank.get(m, 2 if m.startswith("static:") else 3), m)
+
+    return sorted(methods, key=key)
+
+
+def write_report(report_dir: Path, command: str = "") -> str:
+    """Write report.md and the PNGs into report_dir; return the report's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report_dir = Path(report_dir)
+    records = load_records(report_dir / "results.jsonl")
+    if not records:
+        raise ValueError(f"{report_dir / 'results.jsonl'} holds no records")
+    table = speeds(records)
+    benches = [b for b in table if b != "mean"]
+    methods = method_order({r["method"] for r in records})
+    lines = ["# Re-SpS evaluation report", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    turns = len({(r["benchmark"], str(r["question_id"]), r["turn"]) for r in records})
+    identical = sum(r["identical_to_ar"] for r in records)
+    lines += [f"{turns} question-turns, {len(methods)} methods, {len(records)} records; "
+              f"{identical}/{len(records)} outputs token-identical to our AR.", ""]
+
+    # Table 1: tokens/s and speed-ups
+    lines += ["## Speed (tokens/s; x = speed-up over our AR)", "",
+              "| method | " + " | ".join(benches) + " | mean |", "|---" * (len(benches) + 2) + "|"]
+    for m in methods:
+        cells = []
+        for b in [*benches, "mean"]:
+            v, ar = table[b].get(m), table[b].get("ar")
+            cells.append(f"{v:.1f} ({v / ar:.2f}x)" if v is not None and ar else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if EAGLE_BASELINE in methods and "resps" in methods:
+        lines += ["", "Re-SpS over EAGLE-3 60/5/10: " + ", ".join(
+            f"{b} {table[b]['resps'] / table[b][EAGLE_BASELINE]:.2f}x" for b in [*benches, "mean"]
+            if "resps" in table[b] and EAGLE_BASELINE in table[b])]
+
+    # spread of AR and the verdict
+    lines += ["", "## Verdict", ""]
+    spread = {b: abs(table[b]["ar"] - table[b]["ar_again"]) / table[b]["ar"]
+              for b in benches if "ar" in table[b] and "ar_again" in table[b]}
+    if spread:
+        lines.append("AR run-to-run spread (|ar - ar_again| / ar): " + ", ".join(
+            f"{b} {100 * s:.1f}%" for b, s in spread.items()))
+    statics = [m for m in methods if m.startswith("static:") or m == "best_static"]
+    if "resps" in methods:
+        for b in [*benches, "mean"]:
+            row = table[b]
+            if "resps" not in row:
+                continue
+            best = max(statics, key=lambda m: row.get(m, 0.0)) if statics else None
+            vs_ar = row["resps"] / row["ar"]
+            tol = spread.get(b, float(np.mean(list(spread.values()))) if spread else 0.0)
+            ar_word = "beats" if vs_ar > 1 + tol else ("matches (within the AR spread)" if vs_ar >= 1 - tol else "LOSES TO")
+            text = f"- {b}: Re-SpS {row['resps']:.1f} tok/s {ar_word} AR ({vs_ar:.3f}x)"
+            if best:
+                ratio = row["resps"] / row[best]
+                text += f"; {'beats' if ratio > 1 else 'does not beat'} the best static action here, {best} ({ratio:.3f}x)"
+            lines.append(text)
+        overall = table["mean"]
+        if statics:
+            best_overall = max(statics, key=lambda m: overall.get(m, 0.0))
+            lines.append(f"- Overall: Re-SpS / best single static action ({best_overall}) = "
+                         f"{overall['resps'] / overall[best_overall]:.3f}x (goal >= 1.05x)")
+
+    # Wilcoxon
+    if "resps" in methods:
+        baselines = [m for m in methods if m not in ("resps", "ar_again")]
+        lines += ["", "## Wilcoxon signed-rank p-values (Re-SpS vs each method, paired per question-turn)", "",
+                  "| vs | " + " | ".join([*benches, "all"]) + " |", "|---" * (len(benches) + 2) + "|"]
+        for m in baselines:
+            cells = []
+            for b in [*benches, None]:
+                p = wilcoxon_p(*paired(records, "resps", m, b))
+                cells.append("-" if p is None else f"{p:.2g}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+
+    # Table 6: acceptance length and rate
+    lines += ["", "## Acceptance (tokens per step incl. bonus: mean +- sd over steps)", "",
+              "| method | " + " | ".join(benches) + " |", "|---" * (len(benches) + 1) + "|"]
+    for m in methods:
+        if m in ("ar", "ar_again"):
+            continue
+        cells = []
+        for b in benches:
+            acc = [a for r in records if r["method"] == m and r["benchmark"] == b for a in r["accepted"]]
+            cells.append(f"{np.mean(acc):.2f} +- {np.std(acc):.2f}" if acc else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+
+    # actions
+    if "resps" in methods:
+        lines += ["", "## Re-SpS actions", ""]
+        fig, axes = plt.subplots(1, len(benches), figsize=(3.2 * len(benches), 3), squeeze=False)
+        for ax, b in zip(axes[0], benches):
+            hist = Counter(a for r in records if r["method"] == "resps" and r["benchmark"] == b for a in r["actions"])
+            lines.append(f"- {b}: {len(hist)} unique actions; " + ", ".join(f"{a}: {c}" for a, c in hist.most_common()))
+            names = sorted(hist)
+            ax.bar(range(len(names)), [hist[n] for n in names])
+            ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
+            ax.set_title(b, fontsize=9)
+        axes[0][0].set_ylabel("intervals")
+        fig.suptitle("Re-SpS action choices per benchmark")
+        fig.tight_layout()
+        fig.savefig(report_dir / "actions.png", dpi=110)
+        plt.close(fig)
+        lines += ["", "![actions](actions.png)"]
+
+    # acceptance length distribution and speed bars
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for m in methods:
+        acc = [a for r in records if r["method"] == m for a in r["accepted"]]
+        if acc and m not in ("ar", "ar_again"):
+            ax.hist(acc, bins=np.arange(0.5, max(acc) + 1.5), histtype="step", density=True, label=m)
+    ax.set_xlabel("tokens per step (accepted drafts + bonus)")
+    ax.set_ylabel("fraction of steps")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(report_dir / "acceptance.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        ax.bar(np.arange(len(benches) + 1) + i * width,
+               [table[b].get(m, 0) / table[b]["ar"] for b in [*benches, "mean"]], width, label=m)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(benches) + 1) + 0.4 - width / 2, [*benches, "mean"])
+    ax.set_ylabel("speed-up over our AR")
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(report_dir / "speedup.png", dpi=110)
+    plt.close(fig)
+    lines += ["", "![acceptance](acceptance.png)", "", "![speed-ups](speedup.png)", ""]
+    path = report_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from resps_jax.errors import UserError, run_cli  # noqa: F401
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    if len(args) != 1:
+        raise UserError("usage: python -m resps_jax.report REPORT_DIR (the folder holding results.jsonl)")
+    folder = Path(args[0])
+    if not (folder / "results.jsonl").is_file():
+        raise UserError(f"no results.jsonl in {folder}")
+    try:
+        print(write_report(folder))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    from resps_jax.errors import run_cli
+
+    run_cli(main)
