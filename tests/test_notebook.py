@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 
 import nbformat
@@ -18,8 +17,8 @@ def test_notebook_runs_end_to_end_on_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("RESPS_JAX_NO_XLA_CACHE", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert "CONFIG = \"tiny\"" in "".join(c.source for c in nb.cells)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
-                   env=dict(os.environ)).execute()
+    # the kernel inherits this process's environment (RESPS_JAX_CACHE above)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     images = [o["data"]["image/png"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "data" in o and "image/png" in o["data"]]
     assert images, "the notebook showed no plot"
