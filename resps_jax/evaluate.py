@@ -60,8 +60,8 @@ def method_names(config, with_policy: bool, best_static: str | None) -> list[str
     names += [f"eagle3:{b.strip()}" for b in str(config.get("baselines", "")).split(";") if b.strip()]
     if best_static:
         names.append("best_static")
-    if with_policy:
-        names.append("resps")
+    if with_policy:  # as trained (sampled at its temperature, or argmax), and its argmax
+        names += ["resps", "resps_argmax"]
     return names
 
 
@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     best_static = json.loads(best_file.read_text())["action"] if best_file.is_file() else None
     policy_path = extra["policy"] or (str(workdir / "checkpoints") if (workdir / "checkpoints").is_dir() else None)
     agent = meta = None
-    if policy_path:
-        from resps_jax.rl.checkpoint import load_policy
+    from resps_jax.rl.checkpoint import load_policy
 
+    if policy_path:
         agent, meta = load_policy(policy_path)
     methods = method_names(config, agent is not None, best_static)
     if extra["methods"]:
@@ -140,9 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             decoders[m] = (SpeculativeEngine(engine, head, parse_actions(m.split(":", 1)[1])), None, 1 << 20)
         elif m == "best_static":
             decoders[m] = (SpeculativeEngine(engine, head, parse_actions(best_static)), None, 1 << 20)
-        elif m == "resps":
+        elif m in ("resps", "resps_argmax"):
             spec = SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"])))
-            decoders[m] = (spec, agent.decide, int(ev.interval or meta["interval_eval"]))
+            chooser = agent
+            if m == "resps_argmax":
+                chooser, _ = load_policy(policy_path)
+                chooser.cfg = dataclasses.replace(chooser.cfg, greedy=True)
+            decoders[m] = (spec, chooser.decide, int(ev.interval or meta["interval_eval"]))
     margin = max([spec.tree_margin for spec, _, _ in decoders.values()], default=0)
     gen = GenerationConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0, tree_margin=margin,
                            truncate_prompt=bool(ev.get("truncate_prompt", False)))

@@ -65,7 +65,7 @@ def wilcoxon_p(x: np.ndarray, y: np.ndarray) -> float | None:
 
 def method_order(methods: set[str]) -> list[str]:
     def key(m: str):
-        rank = {"ar": 0, "ar_again": 1, "best_static": 4, "resps": 5}
+        rank = {"ar": 0, "ar_again": 1, "best_static": 4, "resps": 5, "resps_argmax": 6}
         return (rank.get(m, 2 if m.startswith("static:") else 3), m)
 
     return sorted(methods, key=key)
@@ -115,29 +115,29 @@ def write_report(report_dir: Path, command: str = "") -> str:
         lines.append("AR run-to-run spread (|ar - ar_again| / ar): " + ", ".join(
             f"{b} {100 * s:.1f}%" for b, s in spread.items()))
     statics = [m for m in methods if m.startswith("static:") or m == "best_static"]
-    if "resps" in methods:
+    for pm in [m for m in ("resps", "resps_argmax") if m in methods]:
         for b in [*benches, "mean"]:
             row = table[b]
-            if "resps" not in row:
+            if pm not in row:
                 continue
             best = max(statics, key=lambda m: row.get(m, 0.0)) if statics else None
-            vs_ar = row["resps"] / row["ar"]
+            vs_ar = row[pm] / row["ar"]
             tol = spread.get(b, float(np.mean(list(spread.values()))) if spread else 0.0)
             ar_word = "beats" if vs_ar > 1 + tol else ("matches (within the AR spread)" if vs_ar >= 1 - tol else "LOSES TO")
-            text = f"- {b}: Re-SpS {row['resps']:.1f} tok/s {ar_word} AR ({vs_ar:.3f}x)"
+            text = f"- {b}: {pm} {row[pm]:.1f} tok/s {ar_word} AR ({vs_ar:.3f}x)"
             if best:
-                ratio = row["resps"] / row[best]
+                ratio = row[pm] / row[best]
                 text += f"; {'beats' if ratio > 1 else 'does not beat'} the best static action here, {best} ({ratio:.3f}x)"
             lines.append(text)
         overall = table["mean"]
         if statics:
             best_overall = max(statics, key=lambda m: overall.get(m, 0.0))
-            lines.append(f"- Overall: Re-SpS / best single static action ({best_overall}) = "
-                         f"{overall['resps'] / overall[best_overall]:.3f}x (goal >= 1.05x)")
+            lines.append(f"- Overall: {pm} / best single static action ({best_overall}) = "
+                         f"{overall[pm] / overall[best_overall]:.3f}x (goal >= 1.05x)")
 
     # Wilcoxon
     if "resps" in methods:
-        baselines = [m for m in methods if m not in ("resps", "ar_again")]
+        baselines = [m for m in methods if m not in ("resps", "ar_again")]  # resps_argmax included
         lines += ["", "## Wilcoxon signed-rank p-values (Re-SpS vs each method, paired per question-turn)", "",
                   "| vs | " + " | ".join([*benches, "all"]) + " |", "|---" * (len(benches) + 2) + "|"]
         for m in baselines:
@@ -166,6 +166,9 @@ def write_report(report_dir: Path, command: str = "") -> str:
         for ax, b in zip(axes[0], benches):
             hist = Counter(a for r in records if r["method"] == "resps" and r["benchmark"] == b for a in r["actions"])
             lines.append(f"- {b}: {len(hist)} unique actions; " + ", ".join(f"{a}: {c}" for a, c in hist.most_common()))
+            argmax = Counter(a for r in records if r["method"] == "resps_argmax" and r["benchmark"] == b for a in r["actions"])
+            if argmax:
+                lines.append("  - argmax: " + ", ".join(f"{a}: {c}" for a, c in argmax.most_common()))
             names = sorted(hist)
             ax.bar(range(len(names)), [hist[n] for n in names])
             ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)

