@@ -7,6 +7,8 @@ import os
 
 from ml_collections import ConfigDict
 
+from resps_jax.config_base import eval_config, rl_config
+
 
 def get_config(arg: str | None = None) -> ConfigDict:
     cache = os.environ.get("RESPS_JAX_CACHE", os.path.expanduser("~/.cache/resps_jax"))
@@ -29,45 +31,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.actions.interval_train = 10
     c.actions.interval_eval = 30
 
-    # Re-SpS policy training (python -m resps_jax.train): paper Table 4 defaults; -1 takes
-    # the variant's value (max-entropy: gamma 0.95, lambda 0.9, entropy 0.1, temperature 1.5;
-    # standard: 0.99, 0.95, 0.01, 1.0).
-    c.rl = ConfigDict()
-    c.rl.variant = "maxent"  # maxent | standard
-    c.rl.hidden = "128,128"  # actor and critic MLP widths (separate towers)
-    c.rl.state = "concat"  # concat (paper) | mean (the paper's code) of the three tapped features
-    c.rl.normalize = True  # running mean/variance of the state (residual streams have huge dims)
-    c.rl.bandit = False  # every interval terminal (the paper code's PPO) instead of GAE over a turn
-    c.rl.greedy = False  # inference: argmax instead of sampling at the temperature
-    c.rl.temperature = -1.0
-    c.rl.gamma = -1.0
-    c.rl.gae_lambda = -1.0
-    c.rl.ent_coef = -1.0
-    c.rl.lr = 3e-4
-    c.rl.n_steps = 64
-    c.rl.batch_size = 32
-    c.rl.epochs = 4
-    c.rl.clip = 0.2
-    c.rl.vf_coef = 0.5
-    c.rl.max_grad_norm = 0.5
-    c.rl.reward = "measured"  # measured (tokens/s of the interval) | modeled (tokens / modeled step cost)
-    c.rl.prompts = "sharegpt"  # training questions: first user turns, seed-42 shuffle; never benchmarks
-    c.rl.questions = 4000
-    c.rl.minutes = 0.0  # wall-clock budget (0: none); --resume continues
-    c.rl.max_new_tokens = 128
-    c.rl.max_prompt_tokens = 256  # longer questions are skipped so prompt + answer fit the cache
-    c.rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
-    c.rl.seed = 0
+    c.rl = rl_config(prompts="sharegpt", questions=4000, max_new_tokens=128, max_prompt_tokens=256)
 
-    # python -m resps_jax.evaluate: benchmarks (held out) x methods, interleaved per question
-    c.eval = ConfigDict()
-    c.eval.benchmarks = ""  # comma-separated subset; empty: all five
-    c.eval.questions = 10  # per benchmark (-1: all 80)
-    c.eval.max_new_tokens = 128
-    c.eval.interval = 0  # steps per policy decision (0: the policy's own, actions.interval_eval)
-    c.eval.grid_prompts = "sharegpt"  # the best-static grid search runs on training prompts, never benchmarks
-    c.eval.truncate_prompt = False  # keep the last tokens of a prompt too long for the context
-    c.eval.grid_questions = 12
+    c.eval = eval_config(questions=10, max_new_tokens=128, grid_prompts="sharegpt", grid_questions=12)
 
     c.draft = ConfigDict()
     # The head train_draft makes is what `--draft smollm2` loads: <draft.workdir>/draft/.

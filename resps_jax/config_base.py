@@ -52,45 +52,9 @@ def paper_config(
     c.actions.interval_eval = 30
     c.baselines = "60,5,10;60,7,10"  # EAGLE-3 as the paper ran it; EAGLE's library default
 
-    # Re-SpS policy training (python -m resps_jax.train): paper Table 4 defaults; -1 takes
-    # the variant's value (max-entropy: gamma 0.95, lambda 0.9, entropy 0.1, temperature 1.5;
-    # standard: 0.99, 0.95, 0.01, 1.0).
-    c.rl = ConfigDict()
-    c.rl.variant = "maxent"  # maxent | standard
-    c.rl.hidden = "128,128"  # actor and critic MLP widths (separate towers)
-    c.rl.state = "concat"  # concat (paper) | mean (the paper's code) of the three tapped features
-    c.rl.normalize = True  # running mean/variance of the state (residual streams have huge dims)
-    c.rl.bandit = False  # every interval terminal (the paper code's PPO) instead of GAE over a turn
-    c.rl.greedy = False  # inference: argmax instead of sampling at the temperature
-    c.rl.temperature = -1.0
-    c.rl.gamma = -1.0
-    c.rl.gae_lambda = -1.0
-    c.rl.ent_coef = -1.0
-    c.rl.lr = 3e-4
-    c.rl.n_steps = 64
-    c.rl.batch_size = 32
-    c.rl.epochs = 4
-    c.rl.clip = 0.2
-    c.rl.vf_coef = 0.5
-    c.rl.max_grad_norm = 0.5
-    c.rl.reward = "measured"  # measured (tokens/s of the interval) | modeled (tokens / modeled step cost)
-    c.rl.prompts = "sharegpt"  # training questions: first user turns, seed-42 shuffle; never benchmarks
-    c.rl.questions = 4000
-    c.rl.minutes = 0.0  # wall-clock budget (0: none); --resume continues
-    c.rl.max_new_tokens = 512
-    c.rl.max_prompt_tokens = 1536  # longer questions are skipped so prompt + answer fit the cache
-    c.rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
-    c.rl.seed = 0
+    c.rl = rl_config(prompts="sharegpt", questions=4000, max_new_tokens=512, max_prompt_tokens=1536)
 
-    # python -m resps_jax.evaluate: benchmarks (held out) x methods, interleaved per question
-    c.eval = ConfigDict()
-    c.eval.benchmarks = ""  # comma-separated subset; empty: all five
-    c.eval.questions = -1  # per benchmark (-1: all 80)
-    c.eval.max_new_tokens = 512
-    c.eval.interval = 0  # steps per policy decision (0: the policy's own, actions.interval_eval)
-    c.eval.grid_prompts = "sharegpt"  # the best-static grid search runs on training prompts, never benchmarks
-    c.eval.truncate_prompt = False  # keep the last tokens of a prompt too long for the context
-    c.eval.grid_questions = 40
+    c.eval = eval_config(questions=-1, max_new_tokens=512, grid_prompts="sharegpt", grid_questions=40)
 
     c.arch = ConfigDict(arch)
     c.draft_arch = ConfigDict(draft_arch)
@@ -121,3 +85,54 @@ def llama3_arch(hidden: int, intermediate: int, layers: int, heads: int) -> tupl
         max_position_embeddings=2048,
     )
     return target, head
+
+
+def rl_config(prompts: str, questions: int, max_new_tokens: int, max_prompt_tokens: int, n_steps: int = 64,
+              batch_size: int = 32) -> ConfigDict:
+    """The `rl` section every config shares; only data sizes (and, for tiny runs, the buffer) differ.
+    """
+    # Re-SpS policy training (python -m resps_jax.train): paper Table 4 defaults; -1 takes
+    # the variant's value (max-entropy: gamma 0.95, lambda 0.9, entropy 0.1, temperature 1.5;
+    # standard: 0.99, 0.95, 0.01, 1.0).
+    rl = ConfigDict()
+    rl.variant = "maxent"  # maxent | standard
+    rl.hidden = "128,128"  # actor and critic MLP widths (separate towers)
+    rl.state = "concat"  # concat (paper) | mean (the paper's code) of the three tapped features
+    rl.normalize = True  # running mean/variance of the state (residual streams have huge dims)
+    rl.bandit = False  # every interval terminal (the paper code's PPO) instead of GAE over a turn
+    rl.greedy = False  # inference: argmax instead of sampling at the temperature
+    rl.temperature = -1.0
+    rl.gamma = -1.0
+    rl.gae_lambda = -1.0
+    rl.ent_coef = -1.0
+    rl.lr = 3e-4
+    rl.n_steps = n_steps
+    rl.batch_size = batch_size
+    rl.epochs = 4
+    rl.clip = 0.2
+    rl.vf_coef = 0.5
+    rl.max_grad_norm = 0.5
+    rl.reward = "measured"  # measured (tokens/s of the interval) | modeled (tokens / modeled step cost)
+    rl.prompts = prompts  # training questions: first user turns, seed-42 shuffle; never benchmarks
+    rl.questions = questions
+    rl.minutes = 0.0  # wall-clock budget (0: none); --resume continues
+    rl.max_new_tokens = max_new_tokens
+    rl.max_prompt_tokens = max_prompt_tokens  # longer questions are skipped so prompt + answer fit the cache
+    rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
+    rl.seed = 0
+    return rl
+
+
+def eval_config(questions: int, max_new_tokens: int, grid_prompts: str, grid_questions: int,
+                truncate_prompt: bool = False) -> ConfigDict:
+    """The `eval` section every config shares (python -m resps_jax.evaluate)."""
+    # python -m resps_jax.evaluate: benchmarks (held out) x methods, interleaved per question
+    ev = ConfigDict()
+    ev.benchmarks = ""  # comma-separated subset; empty: all five
+    ev.questions = questions  # per benchmark (-1: all 80)
+    ev.max_new_tokens = max_new_tokens
+    ev.interval = 0  # steps per policy decision (0: the policy's own, actions.interval_eval)
+    ev.grid_prompts = grid_prompts  # the best-static grid search runs on training prompts, never benchmarks
+    ev.truncate_prompt = truncate_prompt  # keep the last tokens of a prompt too long for the context
+    ev.grid_questions = grid_questions
+    return ev
