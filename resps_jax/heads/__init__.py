@@ -1,0 +1,23 @@
+"""Draft heads shipped inside the package, so the embedded default speculates with no training.
+
+A head lives under a versioned folder (`smollm2-v1/`): config.json, float16 model.safetensors
+in the official EAGLE-3 layout, and a model card (README.md) saying what data, steps and
+command made it and what it measured. Versions are never rewritten in place (each binary
+commit stays in the repository's history), so a result names the exact head it used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HEADS_DIR = Path(__file__).resolve().parent
+SHIPPED_HEADS = {"smollm2": "smollm2-v1"}  # name -> the current version's folder
+
+
+def shipped_head_folder(name: str) -> Path | None:
+    """The shipped head's folder for a model name, or None when none ships (yet)."""
+    version = SHIPPED_HEADS.get(name)
+    if version is None:
+        return None
+    folder = HEADS_DIR / version
+    return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() else None
