@@ -1,5 +1,6 @@
 """python -m resps_jax.evaluate --config configs/X.py [--policy P] [--benchmarks a,b] [--questions N]
-    [--methods "ar;static:4,2,2;resps"] [--question-file F.jsonl] [--grid-search] [--no-report]
+    [--methods "ar;static:4,2,2;resps"] [--interval-sweep 1,5,10,30,50] [--question-file F.jsonl]
+    [--grid-search] [--profile] [--no-report]
 
 Benchmarks and baselines as the paper runs them: for every question and turn of the
 chosen benchmark sets (MT-Bench with both turns, the second seeing the model's own first
@@ -13,6 +14,11 @@ interleaved per question, their order rotating, so drift on a shared machine hit
 alike. One record per question x turn x method goes to <workdir>/report/results.jsonl;
 an interrupted run resumes and skips finished records. `python -m resps_jax.report`
 turns the records into report.md and plots (this CLI calls it at the end).
+
+`resps@N` is the policy deciding every N steps; `--interval-sweep 1,5,10` adds one such
+method per N (the paper's Fig. 3: latency and tokens/s against the cache interval).
+`--profile` times each tree action's step piece by piece instead (the paper's Table 8:
+drafting, verification, tree management, policy) into report/profile.json.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ import numpy as np
 
 from resps_jax.errors import UserError, run_cli
 
-BOOL_FLAGS = ("debug", "grid_search", "no_report")
+BOOL_FLAGS = ("debug", "grid_search", "no_report", "profile")
 
 
 def parse_args(argv: list[str]):
-    """--config ... plus --policy P, --benchmarks a,b, --questions N, --methods m1,m2 and flags."""
+    """--config ... plus --policy P, --benchmarks a,b, --questions N, --methods 'm1;m2',
+    --interval-sweep 1,5,10 and flags."""
     argv = [a.replace("--grid-search", "--grid_search").replace("--no-report", "--no_report") for a in argv]
-    rest, extra = [], {"policy": None, "benchmarks": None, "questions": None, "methods": None, "question_file": None}
+    rest, extra = [], {"policy": None, "benchmarks": None, "questions": None, "methods": None, "question_file": None,
+                       "interval_sweep": None}
     i = 0
     while i < len(argv):
         name = argv[i][2:].split("=", 1)[0].replace("-", "_") if argv[i].startswith("--") else ""
@@ -63,6 +71,30 @@ def method_names(config, with_policy: bool, best_static: str | None) -> list[str
     if with_policy:  # as trained (sampled at its temperature, or argmax), and its argmax
         names += ["resps", "resps_argmax"]
     return names
+
+
+def sweep_methods(spec: str) -> list[str]:
+    """--interval-sweep 1,5,10 -> the policy at each cache interval: resps@1;resps@5;resps@10 (Fig. 3)."""
+    try:
+        intervals = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--interval-sweep {spec!r}: expected comma-separated step counts, e.g. 1,5,10,30") from None
+    if not intervals or min(intervals) < 1:
+        raise UserError(f"--interval-sweep {spec!r}: every interval must be >= 1")
+    return [f"resps@{n}" for n in intervals]
+
+
+def policy_interval(method: str) -> int | None:
+    """resps@N -> N (the policy decides every N steps); None for every other method."""
+    if method.startswith("resps@"):
+        try:
+            n = int(method.split("@", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise UserError(f"method {method!r}: the cache interval after @ must be an integer >= 1")
+        return n
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     if policy_path:
         agent, meta = load_policy(policy_path)
     methods = method_names(config, agent is not None, best_static)
-    if extra["methods"]:
-        wanted = [m.strip() for m in extra["methods"].split(";") if m.strip()]
-        missing = [m for m in wanted if m not in methods]
+    if extra["methods"] or extra["interval_sweep"]:
+        wanted = [m.strip() for m in (extra["methods"] or "").split(";") if m.strip()]
+        wanted += sweep_methods(extra["interval_sweep"]) if extra["interval_sweep"] else []
+        missing = [m for m in wanted if m not in methods and not (policy_interval(m) and agent is not None)]
         if missing:
-            raise UserError(f"unknown method(s) {', '.join(missing)}; this config has {', '.join(methods)}")
-        methods = wanted
+            raise UserError(f"unknown method(s) {', '.join(missing)}; this config has {', '.join(methods)}"
+                            + ("" if agent is not None else " (resps@N needs a policy)"))
+        methods = list(dict.fromkeys(wanted))
 
     decoders = {}
     for m in methods:
@@ -140,16 +174,24 @@ def main(argv: list[str] | None = None) -> int:
             decoders[m] = (SpeculativeEngine(engine, head, parse_actions(m.split(":", 1)[1])), None, 1 << 20)
         elif m == "best_static":
             decoders[m] = (SpeculativeEngine(engine, head, parse_actions(best_static)), None, 1 << 20)
-        elif m in ("resps", "resps_argmax"):
+        elif m in ("resps", "resps_argmax") or policy_interval(m):
             spec = SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"])))
             chooser = agent
             if m == "resps_argmax":
                 chooser, _ = load_policy(policy_path)
                 chooser.cfg = dataclasses.replace(chooser.cfg, greedy=True)
-            decoders[m] = (spec, chooser.decide, int(ev.interval or meta["interval_eval"]))
+            decoders[m] = (spec, chooser.decide, policy_interval(m) or int(ev.interval or meta["interval_eval"]))
     margin = max([spec.tree_margin for spec, _, _ in decoders.values()], default=0)
     gen = GenerationConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0, tree_margin=margin,
                            truncate_prompt=bool(ev.get("truncate_prompt", False)))
+
+    if flags["profile"]:  # Table 8: each tree action's step, timed piece by piece
+        profile_actions(config, engine, head, agent, meta, gen, sets, tok, report_dir)
+        if not flags["no_report"] and (report_dir / "results.jsonl").is_file():
+            from resps_jax.report import write_report
+
+            print(write_report(report_dir))
+        return 0
 
     results_path = report_dir / "results.jsonl"
     done: dict[tuple, dict] = {}
@@ -259,6 +301,32 @@ def main(argv: list[str] | None = None) -> int:
 
         print(write_report(report_dir, command=" ".join(["python -m resps_jax.evaluate", *(argv or [])])))
     return 0
+
+
+def profile_actions(config, engine, head, agent, meta, gen, sets, tok, report_dir: Path) -> None:
+    """report/profile.json: drafting, verification, tree management and policy milliseconds
+    per step for every tree action of the config and the EAGLE-3 baselines, on the first
+    question of the first benchmark (untimed warm-up first; see decoding/profile.py)."""
+    from tqdm import tqdm
+
+    from resps_jax.decoding.engine import SpeculativeEngine
+    from resps_jax.decoding.profile import step_breakdown
+    from resps_jax.decoding.tree import AR_ACTION
+    from resps_jax.prompting import encode_conversation
+    from resps_jax.rl.actions import config_actions, parse_actions
+
+    trees = [a for a in config_actions(config.actions) if a != AR_ACTION]
+    trees += [a for b in str(config.get("baselines", "")).split(";") if b.strip() for a in parse_actions(b)]
+    first = next(iter(sets.values()))[0]
+    ids = encode_conversation(tok, [first.turns[0]], [])
+    interval = int(config.eval.interval or (meta or {}).get("interval_eval", config.actions.interval_eval))
+    rows = []
+    for action in tqdm(list(dict.fromkeys(trees)), desc="profiling steps", unit="action"):
+        spec = SpeculativeEngine(engine, head, [AR_ACTION, action])
+        rows.append(step_breakdown(spec, ids, gen, action, decide=agent.decide if agent is not None else None,
+                                   interval=interval))
+    (report_dir / "profile.json").write_text(json.dumps(rows, indent=2))
+    print(json.dumps({"profile": str(report_dir / "profile.json"), "actions": [r["action"] for r in rows]}))
 
 
 def grid_search(config, engine, head, eos, tok) -> dict:

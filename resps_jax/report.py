@@ -66,7 +66,9 @@ def wilcoxon_p(x: np.ndarray, y: np.ndarray) -> float | None:
 def method_order(methods: set[str]) -> list[str]:
     def key(m: str):
         rank = {"ar": 0, "ar_again": 1, "best_static": 4, "resps": 5, "resps_argmax": 6}
-        return (rank.get(m, 2 if m.startswith("static:") else 3), m)
+        if m.startswith("resps@"):
+            return (7, int(m.split("@")[1]), m)
+        return (rank.get(m, 2 if m.startswith("static:") else 3), 0, m)
 
     return sorted(methods, key=key)
 
@@ -205,9 +207,69 @@ def write_report(report_dir: Path, command: str = "") -> str:
     fig.savefig(report_dir / "speedup.png", dpi=110)
     plt.close(fig)
     lines += ["", "![acceptance](acceptance.png)", "", "![speed-ups](speedup.png)", ""]
+    lines += interval_sweep(records, report_dir, plt)
+    lines += step_profile(report_dir)
     path = report_dir / "report.md"
     path.write_text("\n".join(lines))
     return str(path)
+
+
+def interval_sweep(records: list[dict], report_dir: Path, plt) -> list[str]:
+    """Fig. 3: mean seconds per question-turn and tokens/s against the cache interval N
+    (methods resps@N), over the question-turns every N decoded."""
+    sweep = sorted({int(r["method"].split("@")[1]) for r in records if r["method"].startswith("resps@")})
+    if not sweep:
+        return []
+    turns = set.intersection(*[{(r["benchmark"], str(r["question_id"]), r["turn"]) for r in records
+                                if r["method"] == f"resps@{n}"} for n in sweep])
+    rows = []
+    for n in sweep:
+        mine = [r for r in records if r["method"] == f"resps@{n}"
+                and (r["benchmark"], str(r["question_id"]), r["turn"]) in turns]
+        seconds = float(np.mean([r["seconds"] for r in mine]))
+        speed = sum(r["tokens"] for r in mine) / sum(r["seconds"] for r in mine)
+        decisions = float(np.mean([len(r["actions"]) for r in mine]))
+        rows.append((n, seconds, speed, decisions))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-", color="tab:blue")
+    ax.set_xlabel("cache interval N (steps per policy decision)")
+    ax.set_ylabel("seconds per question-turn", color="tab:blue")
+    twin = ax.twinx()
+    twin.plot([r[0] for r in rows], [r[2] for r in rows], "s--", color="tab:red")
+    twin.set_ylabel("tokens/s", color="tab:red")
+    ax.set_title(f"Cache interval sweep ({len(turns)} question-turns)")
+    fig.tight_layout()
+    fig.savefig(report_dir / "interval_sweep.png", dpi=110)
+    plt.close(fig)
+    lines = ["## Cache-interval sweep (Fig. 3)", "", "| N | seconds per turn | tokens/s | decisions per turn |",
+             "|---|---|---|---|"]
+    lines += [f"| {n} | {sec:.3f} | {tps:.1f} | {dec:.1f} |" for n, sec, tps, dec in rows]
+    return lines + ["", "![interval sweep](interval_sweep.png)", ""]
+
+
+def step_profile(report_dir: Path) -> list[str]:
+    """Table 8 from report/profile.json (evaluate --profile): milliseconds per step by piece."""
+    path = report_dir / "profile.json"
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())
+    pieces = ("drafting", "verification", "tree_management", "policy")
+    lines = ["## Where a step's time goes (Table 8; `evaluate --profile`)", "",
+             "Each piece of the step jitted alone on a mid-decode state; `step` is the compiled interval's own "
+             "time per step, `ar` the no-draft step. ms per step (% of the pieces' sum):", "",
+             "| action | " + " | ".join(pieces) + " | sum | step | ar | step / ar |", "|---" * 8 + "|"]
+    for row in rows:
+        ms = row["ms"]
+        total = sum(ms[p] for p in pieces)
+        cells = [f"{ms[p]:.3f} ({100 * ms[p] / total:.1f}%)" for p in pieces]
+        ar = ms.get("ar_step")
+        lines.append(f"| {row['action']} | " + " | ".join(cells) + f" | {total:.2f} | {ms['step']:.2f} | "
+                     + (f"{ar:.2f} | {ms['step'] / ar:.2f} |" if ar else "- | - |"))
+    overhead = {p: float(np.mean([r["ms"][p] for r in rows])) for p in pieces if p != "verification"}
+    total = sum(overhead.values())
+    lines += ["", "The paper's consolidation (overhead only, the target's forward left out), mean over actions: "
+              + ", ".join(f"{p} {100 * v / total:.2f}%" for p, v in overhead.items()) + ".", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,3 +124,49 @@ def test_rerun_without_resume_and_bad_checkpoints_are_one_error_line(trained, tm
     before = sorted((p.relative_to(copy), p.stat().st_mtime_ns) for p in (copy / "runs").rglob("*"))
     one_error_line(train(copy, "--resume"), "checkpoint")
     assert sorted((p.relative_to(copy), p.stat().st_mtime_ns) for p in (copy / "runs").rglob("*")) == before
+
+
+def test_resume_of_a_finished_run_returns_at_once(trained):
+    cache, _ = trained
+    before = sorted(p.name for p in (cache / "runs" / "tiny" / "checkpoints").iterdir())
+    again = train(cache, "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already trained on 24 questions" in again.stdout
+    assert sorted(p.name for p in (cache / "runs" / "tiny" / "checkpoints").iterdir()) == before
+
+
+def evaluate(cache: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "resps_jax.evaluate", "--config", "tiny", *args],
+                          capture_output=True, text=True, env=env_for(cache), cwd=cache, timeout=600)
+
+
+def test_interval_sweep_records_each_n_and_plots_fig3(trained):
+    cache, _ = trained
+    result = evaluate(cache, "--questions", "1", "--benchmarks", "gsm8k", "--methods", "ar",
+                      "--interval-sweep", "1,4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = cache / "runs" / "tiny" / "report"
+    records = {r["method"]: r for r in map(json.loads, (report / "results.jsonl").read_text().splitlines())}
+    assert set(records) == {"ar", "resps@1", "resps@4"}
+    assert all(r["identical_to_ar"] for r in records.values())
+    # the policy decides every N steps: one action per step at N=1, one per 4 steps at N=4
+    assert len(records["resps@1"]["actions"]) == records["resps@1"]["steps"]
+    assert len(records["resps@4"]["actions"]) == -(-records["resps@4"]["steps"] // 4)
+    text = (report / "report.md").read_text()
+    assert "## Cache-interval sweep" in text and (report / "interval_sweep.png").is_file()
+    bad = evaluate(cache, "--methods", "ar", "--interval-sweep", "0,5")
+    assert bad.returncode == 2 and "must be >= 1" in bad.stderr
+
+
+def test_profile_times_each_piece_of_every_tree_step(trained):
+    cache, _ = trained
+    result = evaluate(cache, "--questions", "1", "--benchmarks", "gsm8k", "--profile")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = cache / "runs" / "tiny" / "report"
+    rows = json.loads((report / "profile.json").read_text())
+    assert [r["action"] for r in rows] == ["4,1,1", "8,3,2", "16,4,4"]  # the tiny set's trees (no baselines)
+    for row in rows:
+        ms = row["ms"]
+        assert all(ms[p] > 0 for p in ("drafting", "verification", "tree_management", "policy", "step", "ar_step"))
+        assert ms["policy"] < ms["step"]  # one call spread over the interval
+    assert "Table 8" in (report / "report.md").read_text()

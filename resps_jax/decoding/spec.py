@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from resps_jax.decoding.sampling import select_token
-from resps_jax.decoding.tree import TreeShape, grow_tree
+from resps_jax.decoding.tree import DraftTree, TreeShape, grow_tree
 from resps_jax.decoding.verify import commit_path, walk_tree
 from resps_jax.models.cache import KVCache
 from resps_jax.models.llama import causal_mask
@@ -78,13 +78,31 @@ def spec_prefill_seeded(graphdef_t, graphdef_h, params_t, params_h, target_cache
                         temperature, jax.random.key(seed), out_width=out_width)
 
 
-def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, temperature, shape: TreeShape) -> SpecState:
+def draft_tree(target, head, state: SpecState, tt, depth, k, shape: TreeShape) -> DraftTree:
+    """Drafting: the head grows a tree of at most TT tokens from its last output."""
     embed = target.embed_tokens.weight[...]
-    tree = grow_tree(head, embed, state.draft_cache, state.last_out, state.root, tt, depth, k, shape)
+    return grow_tree(head, embed, state.draft_cache, state.last_out, state.root, tt, depth, k, shape)
+
+
+def verify_tree(target, state: SpecState, tree: DraftTree):
+    """Verification: one target forward over the tree (ancestor mask, depth positions).
+
+    Returns the target's logits [TT, V] at every tree slot, its tapped features [1, TT, 3H]
+    and its cache with the tree written after the committed prefix (not yet compacted).
+    """
     n = state.target_cache.lengths  # [1]
     positions = (n[:, None] + tree.depths[None]).astype(jnp.int32)  # [1, TT]
     hidden, taps, cache = target(tree.tokens[None], positions, state.target_cache, tree.ancestors[None])
-    logits = target.logits(hidden[0])  # [TT, V]
+    return target.logits(hidden[0]), taps, cache
+
+
+def accept_and_commit(target, head, state: SpecState, tree: DraftTree, logits, taps, cache, max_new, eos_ids,
+                      temperature, shape: TreeShape) -> SpecState:
+    """Tree management after verification: walk the tree to the accepted path and bonus,
+    compact the target cache onto that path, emit the tokens, and re-encode them into the
+    head with their true target features."""
+    embed = target.embed_tokens.weight[...]
+    n = state.target_cache.lengths  # [1]
     step_key = jax.random.fold_in(state.key, state.steps + 1)
     width = shape.path_width
     path, accepted, bonus = walk_tree(tree, logits, temperature, step_key, width)
@@ -121,6 +139,13 @@ def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, te
         done=state.done | is_eos.any() | (state.count + emitted >= max_new),
         key=state.key,
     )
+
+
+def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, temperature, shape: TreeShape) -> SpecState:
+    """One speculative step: draft, verify, accept and commit (timed apart by decoding/profile.py)."""
+    tree = draft_tree(target, head, state, tt, depth, k, shape)
+    logits, taps, cache = verify_tree(target, state, tree)
+    return accept_and_commit(target, head, state, tree, logits, taps, cache, max_new, eos_ids, temperature, shape)
 
 
 def ar_step(target, head, state: SpecState, max_new, eos_ids, temperature) -> SpecState:
