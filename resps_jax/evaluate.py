@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if policy_path:
         agent, meta = load_policy(policy_path)
+        agent.use_tokenizer(tok)
     methods = method_names(config, agent is not None, best_static)
     if extra["methods"] or extra["interval_sweep"]:
         wanted = [m.strip() for m in (extra["methods"] or "").split(";") if m.strip()]
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             if m == "resps_argmax":
                 chooser, _ = load_policy(policy_path)
                 chooser.cfg = dataclasses.replace(chooser.cfg, greedy=True)
+                chooser.use_tokenizer(tok)
             decoders[m] = (spec, chooser.decide, policy_interval(m) or int(ev.interval or meta["interval_eval"]))
     margin = max([spec.tree_margin for spec, _, _ in decoders.values()], default=0)
     gen = GenerationConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0, tree_margin=margin,
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 run(m, ids)
 
     if agent is not None:
-        agent.decide(np.zeros(3 * target.cfg.hidden_size, np.float32))  # the policy's forward compiles once
+        agent.decide(np.zeros(3 * target.cfg.hidden_size, np.float32), [])  # the policy's forward compiles once
 
     out = results_path.open("a")
     answers: dict[tuple, str] = {}  # (benchmark, qid, turn) -> AR's answer text, for later turns

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         from resps_jax.rl.policy import state_dim
 
         agent, meta = load_policy(args.policy)
+        agent.use_tokenizer(target.tokenizer)
         if agent.cfg.obs_dim != state_dim(target.cfg.hidden_size, agent.cfg.state):
             raise UserError(f"the policy's state size {agent.cfg.obs_dim} does not fit this target "
                             f"(hidden size {target.cfg.hidden_size}, state {agent.cfg.state})")

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     target, head = load_pair(config, parse_dtype(config.dtype))
     agent_cfg = build_agent_config(config, state_dim(target.cfg.hidden_size, rl.state), len(actions))
     agent = Agent(agent_cfg, seed=rl.seed)
+    agent.use_tokenizer(target.tokenizer)
     mngr = ckpt.manager(ckpt_dir)
     position, costs = 0, None
     if flags["resume"] and mngr.latest_step() is not None:

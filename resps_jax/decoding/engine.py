@@ -234,7 +234,9 @@ class Engine:
 
 
 Action = tuple[int, int, int]  # (TT, d, k)
-Policy = Callable[[np.ndarray], int]  # target features of the last committed token -> action index
+# target features of the last committed token -> action index; a policy whose owner has
+# `wants_context = True` (a text-state Agent) also gets the context ids (prompt + output so far)
+Policy = Callable[..., int]
 
 
 def tt_buckets(actions: Sequence[Action], max_buckets: int = 12) -> tuple[int, ...]:
@@ -375,11 +377,17 @@ class SpeculativeEngine:
         )
         actions: list[Action] = []
         log: list[tuple[int, int, int, float]] = []
+        wants_context = getattr(getattr(policy, "__self__", policy), "wants_context", False)  # Agent.decide
         max_new = np.int32(gen.max_new_tokens)
         count, steps = int(to_host(state.count)), 0
         while not bool(to_host(state.done)) and count < gen.max_new_tokens:
             tick = time.perf_counter()
-            index = 0 if policy is None else int(policy(to_host(state.last_taps)))
+            if policy is None:
+                index = 0
+            elif wants_context:  # a text-state policy reads the decoded context itself
+                index = int(policy(to_host(state.last_taps), prompt_ids + to_host(state.out)[:count].tolist()))
+            else:
+                index = int(policy(to_host(state.last_taps)))
             index = agree(index)  # one choice for every process, so compiled shapes agree
             if not 0 <= index < len(self.actions):
                 raise UserError(f"the policy chose action {index}, outside 0..{len(self.actions) - 1}")

@@ -47,7 +47,7 @@ class AgentConfig:
     obs_dim: int
     num_actions: int
     hidden: tuple[int, ...] = (128, 128)
-    state: str = "concat"  # concat | mean of the three taps
+    state: str = "concat"  # concat | mean of the three taps | text (a MiniLM embedding of the context)
     normalize: bool = True
     temperature: float = 1.5  # inference temperature (max-entropy PPO: 1.5)
     greedy: bool = False  # inference: argmax instead of sampling
@@ -69,12 +69,34 @@ class Agent:
         self.updates = 0
         self._act = make_act(self.graphdef)
         self._update = make_update(self.graphdef, self.tx, cfg.ppo)
+        self.text_state = None  # the context encoder when cfg.state == "text" (use_tokenizer)
+
+    @property
+    def wants_context(self) -> bool:
+        """True when decide needs the decoded context ids (the engine then passes them)."""
+        return self.cfg.state == "text"
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """Give a text-state agent its context encoder (the target's tokenizer decodes the ids)."""
+        if self.wants_context and self.text_state is None:
+            from resps_jax.rl.text_state import TextState
+
+            self.text_state = TextState(tokenizer)
+
+    def features(self, taps: np.ndarray, context_ids: Sequence[int] | None = None) -> np.ndarray:
+        """The raw (unnormalised) state."""
+        if not self.wants_context:
+            return state_features(taps, self.cfg.state)
+        if self.text_state is None:
+            raise RuntimeError("a text-state agent needs use_tokenizer(tokenizer) before it decides")
+        return self.text_state(list(context_ids or []))
 
     # ---------------------------------------------------------------- acting
 
-    def decide(self, taps: np.ndarray) -> int:
-        """The engine's policy hook: the target's taps [3H] at the last committed token -> action."""
-        raw = state_features(taps, self.cfg.state)
+    def decide(self, taps: np.ndarray, context_ids: Sequence[int] | None = None) -> int:
+        """The engine's policy hook: the target's taps [3H] at the last committed token (or,
+        for the text state, the context so far) -> action."""
+        raw = self.features(taps, context_ids)
         if self.training:
             self.norm.update(raw[None])
         obs = self.norm(raw)
@@ -125,9 +147,9 @@ class Agent:
         out["reward_mean"] = float(rewards.mean())
         return out
 
-    def probabilities(self, taps: np.ndarray) -> np.ndarray:
+    def probabilities(self, taps: np.ndarray, context_ids: Sequence[int] | None = None) -> np.ndarray:
         """Action probabilities at temperature 1 for a state (for reports and tests)."""
-        obs = self.norm(state_features(taps, self.cfg.state))
+        obs = self.norm(self.features(taps, context_ids))
         logits, _ = nnx.merge(self.graphdef, self.params)(jnp.asarray(obs)[None])
         return np.asarray(jax.nn.softmax(logits[0]))
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-STATE_MODES = ("concat", "mean")
+STATE_MODES = ("concat", "mean", "text")  # text: a sentence embedding of the context (rl/text_state.py)
 OBS_CLIP = 10.0
 
 
@@ -35,10 +35,16 @@ def state_features(taps: np.ndarray, mode: str) -> np.ndarray:
         return taps
     if mode == "mean":
         return taps.reshape(3, -1).mean(0)
+    if mode == "text":
+        raise ValueError("the text state is made from the decoded context, not the taps (Agent.decide)")
     raise ValueError(f"state mode {mode!r}: expected one of {STATE_MODES}")
 
 
 def state_dim(hidden_size: int, mode: str) -> int:
+    if mode == "text":
+        from resps_jax.rl.text_state import TEXT_DIM
+
+        return TEXT_DIM
     return 3 * hidden_size if mode == "concat" else hidden_size
 
 
