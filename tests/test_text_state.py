@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from resps_jax.rl.text_state import TEXT_DIM, TextState
 from tests.test_train import env_for
@@ -27,6 +28,7 @@ def test_minilm_embeds_meaning_not_bytes():
     assert a @ b > 0.5 > a @ c  # paraphrases close, unrelated text far
 
 
+@pytest.mark.slow  # ~90 s: a tiny policy run on the text state, then a resps decode
 def test_policy_trains_and_decodes_on_the_text_state(tmp_path):
     env = env_for(tmp_path)
     run = subprocess.run([sys.executable, "-m", "resps_jax.train", "--config", "tiny", "--config.rl.state=text",
