@@ -35,28 +35,20 @@ from resps_jax.errors import UserError, run_cli
 BOOL_FLAGS = ("debug", "grid_search", "no_report", "profile")
 
 
-def parse_args(argv: list[str]):
-    """--config ... plus --policy P, --benchmarks a,b, --questions N, --methods 'm1;m2',
-    --interval-sweep 1,5,10 and flags."""
-    argv = [a.replace("--grid-search", "--grid_search").replace("--no-report", "--no_report") for a in argv]
-    rest, extra = [], {"policy": None, "benchmarks": None, "questions": None, "methods": None, "question_file": None,
-                       "interval_sweep": None}
-    i = 0
-    while i < len(argv):
-        name = argv[i][2:].split("=", 1)[0].replace("-", "_") if argv[i].startswith("--") else ""
-        name = "" if name.startswith("config") else name
-        if name in extra:
-            if "=" in argv[i]:
-                extra[name] = argv[i].split("=", 1)[1]
-            elif i + 1 < len(argv):
-                extra[name] = argv[i + 1]
-                i += 1
-            else:
-                raise UserError(f"{argv[i]} needs a value")
-        else:
-            rest.append(argv[i])
-        i += 1
-    return rest, extra
+def parse_args(argv: list[str]) -> tuple[list[str], dict]:
+    """This CLI's own options; the rest (--config, --config.x=y, flags) goes to the config parser."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m resps_jax.evaluate", add_help=False, allow_abbrev=False,
+                                     exit_on_error=False)
+    for name in ("--policy", "--benchmarks", "--questions", "--methods", "--question-file", "--interval-sweep"):
+        parser.add_argument(name)
+    try:
+        known, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        raise UserError(str(err)) from None
+    rest = [a.replace("--grid-search", "--grid_search").replace("--no-report", "--no_report") for a in rest]
+    return rest, vars(known)
 
 
 def method_names(config, with_policy: bool, best_static: str | None) -> list[str]:
