@@ -7,7 +7,7 @@ import os
 
 from ml_collections import ConfigDict
 
-from resps_jax.config_base import eval_config, rl_config
+from resps_jax.config_base import apply_ablation, eval_config, rl_config
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -66,4 +66,4 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.draft.eval_prompts = 20  # held-out benchmark prompts (4 per benchmark) for top-1 agreement
     c.draft.checkpoint_every = 50
     c.draft.log_every = 10
-    return c
+    return apply_ablation(c, arg)

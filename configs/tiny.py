@@ -4,7 +4,7 @@ import os
 
 from ml_collections import ConfigDict
 
-from resps_jax.config_base import eval_config, rl_config
+from resps_jax.config_base import apply_ablation, eval_config, rl_config
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -49,4 +49,4 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.draft.eval_prompts = 5
     c.draft.checkpoint_every = 2
     c.draft.log_every = 1
-    return c
+    return apply_ablation(c, arg)

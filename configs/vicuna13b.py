@@ -5,7 +5,7 @@ Vicuna's head keeps the full 32000-token vocabulary, so it has no d2t map.
     python -m resps_jax.plan --config configs/vicuna13b.py
 """
 
-from resps_jax.config_base import paper_config
+from resps_jax.config_base import apply_ablation, paper_config
 
 
 def get_config(arg: str | None = None):
@@ -23,4 +23,4 @@ def get_config(arg: str | None = None):
     )
     c = paper_config("vicuna13b", arch, draft, mesh="1x1", device_memory_gib=48.0)
     c.decode.temperature = 0.0  # the paper reports temperature 0; EAGLE's vicuna scripts default to 1.0
-    return c
+    return apply_ablation(c, arg)

@@ -136,3 +136,27 @@ def eval_config(questions: int, max_new_tokens: int, grid_prompts: str, grid_que
     ev.truncate_prompt = truncate_prompt  # keep the last tokens of a prompt too long for the context
     ev.grid_questions = grid_questions
     return ev
+
+
+# The paper's ablations (and ours), one config switch each: `--config smollm2:state_mean`.
+# Each writes to its own workdir (<workdir>-<name>), so the runs sit side by side.
+ABLATIONS = {
+    "state_mean": {"state": "mean"},  # the mean of the three tapped features (the paper code's state)
+    "state_text": {"state": "text"},  # an all-MiniLM-L6-v2 embedding of the decoded context
+    "standard": {"variant": "standard"},  # standard PPO instead of max-entropy PPO
+    "net64": {"hidden": "64,64"},  # [64, 64] instead of [128, 128]
+    "bandit": {"bandit": True},  # every interval terminal (the paper code's PPO) instead of GAE over a turn
+    "no_norm": {"normalize": False},  # the raw residual-stream features, unnormalised
+}
+
+
+def apply_ablation(config: ConfigDict, name: str | None) -> ConfigDict:
+    """The config with one ablation's `rl` switch applied and its own workdir."""
+    if not name:
+        return config
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r} after ':'; expected one of {', '.join(ABLATIONS)}")
+    for key, value in ABLATIONS[name].items():
+        config.rl[key] = value
+    config.workdir = f"{config.workdir}-{name}"
+    return config

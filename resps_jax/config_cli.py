@@ -32,7 +32,10 @@ def parse_config_args(argv: list[str], extra_bools: tuple[str, ...] = ()) -> tup
         config = values.config
         has_workdir = config is not None and "workdir" in config  # touching it surfaces load errors
     except flags.Error as err:
-        raise UserError(_first_line(str(err))) from None
+        text = str(err)
+        if "Error whilst parsing config file" in text:  # get_config raised: its traceback's last line says why
+            raise UserError(f"cannot load --config: {text.strip().splitlines()[-1].strip()}") from None
+        raise UserError(_first_line(text)) from None
     except (KeyError, AttributeError, ValueError, TypeError) as err:
         raise UserError(f"bad --config override, unknown key or value: {_first_line(str(err))}") from None
     except OSError as err:  # the config file itself (config_flags wraps the errno error)
