@@ -50,6 +50,7 @@ def test_too_small_cache_names_both_numbers(setup):
     assert prompt_tokens > 1024 and "KV cache length (1024)" in lines[0]
 
 
+@pytest.mark.slow  # ~70 s: the longest CNN/DM prompt through both decoders on SmolLM2
 def test_right_sized_cache_runs_and_matches_ar(setup):
     common = ["--prompts", str(setup / "sum.jsonl"), "--max-new-tokens", "24", "--json"]
     spec = generate(["--mode", "static", "--draft", str(setup / "head"), "--tree", "8,3,2", *common])

@@ -169,6 +169,7 @@ def test_two_processes_with_jax_distributed_agree_with_one(eight_devices, tmp_pa
 # ------------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.slow  # ~40 s: the CLI path of what the in-process mesh tests check
 def test_generate_cli_mesh_matches_one_device(tmp_path):
     """`generate --mesh 2x4` on 8 fake devices prints the tokens of the unsharded run, in AR
     and static modes; asking for more devices than exist is one error line."""
