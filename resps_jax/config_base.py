@@ -144,6 +144,7 @@ ABLATIONS = {
     "state_mean": {"state": "mean"},  # the mean of the three tapped features (the paper code's state)
     "state_text": {"state": "text"},  # an all-MiniLM-L6-v2 embedding of the decoded context
     "standard": {"variant": "standard"},  # standard PPO instead of max-entropy PPO
+    "maxent": {"variant": "maxent"},  # max-entropy PPO where a config defaults to standard (smollm2)
     "net64": {"hidden": "64,64"},  # [64, 64] instead of [128, 128]
     "bandit": {"bandit": True},  # every interval terminal (the paper code's PPO) instead of GAE over a turn
     "no_norm": {"normalize": False},  # the raw residual-stream features, unnormalised
@@ -156,6 +157,8 @@ def apply_ablation(config: ConfigDict, name: str | None) -> ConfigDict:
         return config
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r} after ':'; expected one of {', '.join(ABLATIONS)}")
+    if all(config.rl[key] == value for key, value in ABLATIONS[name].items()):
+        raise ValueError(f"ablation {name!r} is already this config's own setting; run the config without it")
     for key, value in ABLATIONS[name].items():
         config.rl[key] = value
     config.workdir = f"{config.workdir}-{name}"

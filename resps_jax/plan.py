@@ -65,6 +65,7 @@ def plan_memory(target_cfg, head_cfg, dtype, mesh_shape: tuple[int, int], max_le
     """Bytes per device of every resident piece of a speculative decoding run."""
     from flax import nnx
 
+    from resps_jax.decoding.spec import draft_cache_length
     from resps_jax.models.cache import CACHE_ROUND, KVCache
     from resps_jax.models.eagle3 import Eagle3Head
     from resps_jax.models.loading import abstract_llama
@@ -90,7 +91,7 @@ def plan_memory(target_cfg, head_cfg, dtype, mesh_shape: tuple[int, int], max_le
         head_params = sum(math.prod(x.shape) for x in jax.tree.leaves(head))
         head_bytes, _, _ = _sharded_bytes(head, placement.param_shardings(head, head_cfg.head_dim))
         rows.append(("draft head", head_bytes, f"{head_params / 1e9:.2f} B params (embeddings shared)"))
-        draft_capacity = capacity + (tree.d_max + 1) * tree.k_max
+        draft_capacity = draft_cache_length(capacity, tree.d_max, tree.k_max)
         dcache = jax.eval_shape(
             lambda: KVCache.create(1, batch, draft_capacity, head_cfg.num_kv_heads, head_cfg.head_dim, dtype)
         )

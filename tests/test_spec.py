@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from scipy import stats
 
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
-from resps_jax.decoding.spec import ar_interval, spec_interval, spec_prefill
+from resps_jax.decoding.spec import CATCH_UP, ar_interval, catch_up_head, spec_interval, spec_prefill
 from resps_jax.decoding.tree import AR_ACTION, DraftTree, TreeShape, validate_actions
 from resps_jax.decoding.verify import commit_path, walk_tree
 from resps_jax.errors import UserError
@@ -299,3 +300,30 @@ def test_switching_policy_with_ar_is_greedy_lossless():
     result = only_ar.generate(prompt, gen, eos_ids=())
     assert result.token_ids == engine.generate(prompt, gen, eos_ids=()).token_ids
     assert result.steps == result.new_tokens - 1
+
+
+def test_head_catches_up_after_ar_steps_as_if_it_had_kept_step():
+    """`ar` leaves the head behind; the catch-up (more than one CATCH_UP chunk here) must
+    leave the head's cache and last output as a prefill over the same text would."""
+    target, head = random_pair(SMALL, seed=12, draft_vocab=64)
+    engine = Engine(target)
+    spec = SpeculativeEngine(engine, head, [AR_ACTION, (8, 3, 2)])
+    prompt = list(range(3, 24))
+    gen = GenerationConfig(max_new_tokens=48)
+    _, state = spec.start(prompt, gen)
+    ar_steps = CATCH_UP + 3
+    state = spec.ar_interval(engine.params, spec.params_h, state, np.int32(ar_steps), np.int32(48),
+                             np.asarray([-1], np.int32), np.float32(0.0))
+    n = int(state.target_cache.lengths[0])
+    assert n == len(prompt) + ar_steps and int(state.head_len) == len(prompt)  # the head was left behind
+
+    merge = lambda: (nnx.merge(engine.graphdef, engine.params), nnx.merge(spec.graphdef_h, spec.params_h))  # noqa: E731
+    caught = jax.jit(lambda s: catch_up_head(*merge(), s))(state)
+    assert int(caught.head_len) == n and int(caught.draft_cache.lengths[0]) == n
+
+    text = prompt + np.asarray(state.out)[:ar_steps].tolist()  # the committed text, prefilled at once
+    _, ref = spec.start(text, gen)
+    assert int(ref.root) == int(state.root)
+    np.testing.assert_allclose(caught.last_out, ref.last_out, rtol=1e-4, atol=1e-4)
+    for got, want in zip(caught.draft_cache.keys + caught.draft_cache.values, ref.draft_cache.keys + ref.draft_cache.values):
+        np.testing.assert_allclose(got[:, :, :n], want[:, :, :n], rtol=1e-4, atol=1e-4)

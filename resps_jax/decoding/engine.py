@@ -280,7 +280,8 @@ class SpeculativeEngine:
         state_sh = SpecState(target_sh, draft_sh, *([rep] * (len(dataclasses.fields(SpecState)) - 2)))
         params = (engine.param_shardings, self.head_shardings)
         self.prefill = jax.jit(
-            partial(spec_prefill_seeded, gt, gh, out_width=self.path_width), donate_argnames=("target_cache", "draft_cache"),
+            partial(spec_prefill_seeded, gt, gh, out_width=self.path_width, log_taps=AR_ACTION in self.actions),
+            donate_argnames=("target_cache", "draft_cache"),
             in_shardings=(*params, target_sh, draft_sh, rep, rep, rep, rep), out_shardings=state_sh,
         )
         self.intervals = {
@@ -339,6 +340,21 @@ class SpeculativeEngine:
         ar = self.ar_interval._cache_size() if self.ar_interval is not None else 0
         return {"prefill": self.prefill._cache_size(), "intervals": intervals + ar}
 
+    def start(self, prompt_ids: list[int], gen: GenerationConfig):
+        """(the prompt as fitted to the cache, the state after prefill): both caches sized
+        for this request, the target's first token chosen, the head encoded over the prompt."""
+        from resps_jax.decoding.spec import draft_cache_length
+
+        gen = dataclasses.replace(gen, tree_margin=max(gen.tree_margin, self.tree_margin))
+        prompt_ids, capacity = self.engine.fit_prompt(prompt_ids, gen)
+        tokens, (n,) = pad_prompts([prompt_ids], capacity)
+        state = self.prefill(
+            self.engine.params, self.params_h, self.engine.new_cache(1, capacity),
+            self.new_draft_cache(draft_cache_length(capacity, self.d_max, self.k_max)), tokens,
+            np.asarray([n], np.int32), np.float32(gen.temperature), np.int32(gen.seed),
+        )
+        return prompt_ids, state
+
     def bucket_for(self, tt: int) -> int:
         for b in self.buckets:
             if tt <= b:
@@ -364,17 +380,10 @@ class SpeculativeEngine:
             raise UserError(f"max_new_tokens must be >= 1 (got {gen.max_new_tokens})")
         if interval < 1:
             raise UserError(f"the cache interval must be >= 1 (got {interval})")
-        gen = dataclasses.replace(gen, tree_margin=max(gen.tree_margin, self.tree_margin))
-        prompt_ids, capacity = self.engine.fit_prompt(prompt_ids, gen)
-        tokens, (n,) = pad_prompts([prompt_ids], capacity)
-        draft_capacity = capacity + (self.d_max + 1) * self.k_max
-        temperature, seed = np.float32(gen.temperature), np.int32(gen.seed)
-        eos = np.asarray(eos_ids or (-1,), np.int32)
         start = time.perf_counter()
-        state = self.prefill(
-            self.engine.params, self.params_h, self.engine.new_cache(1, capacity),
-            self.new_draft_cache(draft_capacity), tokens, np.asarray([n], np.int32), temperature, seed,
-        )
+        prompt_ids, state = self.start(prompt_ids, gen)
+        temperature = np.float32(gen.temperature)
+        eos = np.asarray(eos_ids or (-1,), np.int32)
         actions: list[Action] = []
         log: list[tuple[int, int, int, float]] = []
         wants_context = getattr(getattr(policy, "__self__", policy), "wants_context", False)  # Agent.decide
@@ -407,5 +416,5 @@ class SpeculativeEngine:
         token_ids = to_host(state.out)[:count].tolist()
         seconds = time.perf_counter() - start
         accepted = to_host(state.accepted)[:steps].tolist()
-        return GenerationResult(token_ids, n, seconds, steps=steps, actions=actions,
+        return GenerationResult(token_ids, len(prompt_ids), seconds, steps=steps, actions=actions,
                                 accepted_per_step=accepted, intervals=log)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from resps_jax.decoding.engine import GenerationConfig, SpeculativeEngine, pad_prompts
+from resps_jax.decoding.engine import GenerationConfig, SpeculativeEngine
 from resps_jax.decoding.spec import SpecState, accept_and_commit, draft_tree, verify_tree
 
 PIECES = ("drafting", "verification", "tree_management", "policy")
@@ -53,13 +53,8 @@ def fresh(tree):
 def decoded_state(spec: SpeculativeEngine, prompt_ids: list[int], gen: GenerationConfig, action,
                   warm_steps: int = 4) -> SpecState:
     """A state `warm_steps` tree steps into decoding `prompt_ids` (caches as in a real run)."""
-    gen = dataclasses.replace(gen, tree_margin=max(gen.tree_margin, spec.tree_margin))
-    prompt_ids, capacity = spec.engine.fit_prompt(prompt_ids, gen)
-    tokens, (n,) = pad_prompts([prompt_ids], capacity)
-    draft_capacity = capacity + (spec.d_max + 1) * spec.k_max
-    temperature, seed = np.float32(gen.temperature), np.int32(gen.seed)
-    state = spec.prefill(spec.engine.params, spec.params_h, spec.engine.new_cache(1, capacity),
-                         spec.new_draft_cache(draft_capacity), tokens, np.asarray([n], np.int32), temperature, seed)
+    _, state = spec.start(prompt_ids, gen)
+    temperature = np.float32(gen.temperature)
     tt, d, k = action
     return spec.intervals[spec.bucket_for(tt)](
         spec.engine.params, spec.params_h, state, np.int32(tt), np.int32(d), np.int32(k), np.int32(warm_steps),

@@ -5,6 +5,11 @@ ancestor mask, depth positions), walk it to the accepted path plus a bonus token
 the target cache, and re-encode the newly committed tokens into the head with their true
 target features. An interval runs N such steps with one action (TT, d, k) in a single
 `lax.while_loop`, stopping early at EOS or the token budget: one host dispatch per interval.
+
+The no-draft action `ar` runs the target alone and leaves the head behind: it only logs each
+step's features. The next tree interval first encodes the positions the head missed, CATCH_UP
+rows per head call, so a turn the policy spends in `ar` costs what plain decoding costs, and
+the catch-up after an `ar` interval is a few batched head calls instead of one per token.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ from resps_jax.decoding.verify import commit_path, walk_tree
 from resps_jax.models.cache import KVCache
 from resps_jax.models.llama import causal_mask
 
+CATCH_UP = 16  # positions the head encodes per call when it catches up after `ar` steps
+
+
+def draft_cache_length(capacity: int, d_max: int, k_max: int) -> int:
+    """Head cache slots for a target cache of `capacity`: room for the deepest tree's
+    scratch rows and for a full catch-up chunk written past the committed prefix."""
+    return capacity + max((d_max + 1) * k_max, CATCH_UP)
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
@@ -36,10 +49,13 @@ class SpecState:
     accepted: jax.Array  # [S] tokens emitted per step (a + 1)
     done: jax.Array  # [] EOS or budget reached
     key: jax.Array
+    taps_log: jax.Array  # [S, 3H] target features by position, written by `ar` steps (1 row without `ar`)
+    head_len: jax.Array  # [] positions the head has encoded (< target length after `ar` steps)
+    prompt_len: jax.Array  # [] position of out[0]
 
 
 def spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft_cache, tokens, valid,
-                 temperature, key, out_width: int) -> SpecState:
+                 temperature, key, out_width: int, log_taps: bool = True) -> SpecState:
     """Target prefill (first token + taps), then the head over the prompt with its true features."""
     target = nnx.merge(graphdef_t, params_t)
     head = nnx.merge(graphdef_h, params_h)
@@ -68,14 +84,44 @@ def spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft
         accepted=jnp.zeros((capacity,), jnp.int32),
         done=jnp.bool_(False),
         key=key,
+        taps_log=jnp.zeros((capacity if log_taps else 1, taps.shape[-1]), taps.dtype),
+        head_len=n,
+        prompt_len=n,
     )
 
 
 def spec_prefill_seeded(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft_cache, tokens, valid,
-                        temperature, seed, out_width: int) -> SpecState:
+                        temperature, seed, out_width: int, log_taps: bool = True) -> SpecState:
     """spec_prefill with the key made on device from an int seed (host inputs stay numpy)."""
     return spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft_cache, tokens, valid,
-                        temperature, jax.random.key(seed), out_width=out_width)
+                        temperature, jax.random.key(seed), out_width=out_width, log_taps=log_taps)
+
+
+def catch_up_head(target, head, state: SpecState) -> SpecState:
+    """Encode the positions `ar` steps committed without the head, CATCH_UP per call.
+
+    Each position j pairs its logged target features with the embedding of token j+1, as
+    the head saw them when it was kept in step, so the drafts that follow are the same.
+    Rows past the committed length write cache slots that stay uncommitted.
+    """
+    n = state.target_cache.lengths[0]
+    embed = target.embed_tokens.weight[...]
+    rows = jnp.arange(CATCH_UP, dtype=jnp.int32)
+
+    def body(s: SpecState) -> SpecState:
+        start = s.head_len
+        positions = start + rows  # [G]
+        taps = jnp.take(s.taps_log, positions, axis=0, mode="clip")  # [G, 3H]
+        next_tokens = jnp.take(s.out, positions + 1 - s.prompt_len, mode="clip")  # [G] token after each
+        embeds = jnp.take(embed, next_tokens, axis=0)[None]  # [1, G, H]
+        out_h, draft_cache = head(embeds, taps[None], positions[None], s.draft_cache.with_lengths(start[None]),
+                                  causal_mask(1, CATCH_UP))
+        end = jnp.minimum(start + CATCH_UP, n)
+        last = out_h[0, jnp.clip(n - 1 - start, 0, CATCH_UP - 1)]
+        return dataclasses.replace(s, draft_cache=draft_cache.with_lengths(end[None]), head_len=end,
+                                   last_out=jnp.where(end == n, last, s.last_out))
+
+    return jax.lax.while_loop(lambda s: s.head_len < n, body, state)
 
 
 def draft_tree(target, head, state: SpecState, tt, depth, k, shape: TreeShape) -> DraftTree:
@@ -138,6 +184,9 @@ def accept_and_commit(target, head, state: SpecState, tree: DraftTree, logits, t
         accepted=state.accepted.at[state.steps].set(count),
         done=state.done | is_eos.any() | (state.count + emitted >= max_new),
         key=state.key,
+        taps_log=state.taps_log,
+        head_len=n[0] + count,
+        prompt_len=state.prompt_len,
     )
 
 
@@ -148,13 +197,12 @@ def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, te
     return accept_and_commit(target, head, state, tree, logits, taps, cache, max_new, eos_ids, temperature, shape)
 
 
-def ar_step(target, head, state: SpecState, max_new, eos_ids, temperature) -> SpecState:
-    """The no-draft action: one plain target step on the root, the head kept in sync.
+def ar_step(target, state: SpecState, max_new, eos_ids, temperature) -> SpecState:
+    """The no-draft action: one plain target step on the root, its features logged for the head.
 
     The target's token is chosen exactly as plain decoding chooses it (greedy, or sampled
-    from the target's own distribution), so the output law is untouched. The head encodes
-    the committed token with its true features, as after an accepted tree, so a later tree
-    action drafts from an up-to-date head cache.
+    from the target's own distribution), so the output law is untouched. The head is not
+    run: the next tree interval encodes the logged positions first (catch_up_head).
     """
     n = state.target_cache.lengths  # [1]
     hidden, taps, cache = target(state.root[None, None], n[:, None], state.target_cache, causal_mask(1, 1))
@@ -163,37 +211,31 @@ def ar_step(target, head, state: SpecState, max_new, eos_ids, temperature) -> Sp
     bonus = select_token(target.logits(hidden[:, 0]), temperature, step_key)[0]  # []
     is_eos = jnp.isin(bonus, eos_ids)
     out = jax.lax.dynamic_update_slice(state.out, bonus[None], (state.count,))
-
-    embeds = jnp.take(target.embed_tokens.weight[...], bonus[None], axis=0)[None]  # [1, 1, H]
-    draft_cache = state.draft_cache.with_lengths(n)
-    out_h, draft_cache = head(embeds, taps, n[:, None], draft_cache, causal_mask(1, 1))
-    draft_cache = draft_cache.with_lengths(n + 1)
-    return SpecState(
+    return dataclasses.replace(
+        state,
         target_cache=cache,
-        draft_cache=draft_cache,
         root=bonus,
-        last_out=out_h[0, 0],
         last_taps=taps[0, 0],
         out=out,
         count=state.count + 1,
         steps=state.steps + 1,
         accepted=state.accepted.at[state.steps].set(1),
         done=state.done | is_eos | (state.count + 1 >= max_new),
-        key=state.key,
+        taps_log=jax.lax.dynamic_update_slice_in_dim(state.taps_log, taps[0], n[0], axis=0),
     )
 
 
 def ar_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, n_steps, max_new, eos_ids,
                 temperature) -> SpecState:
     """Up to n_steps no-draft steps as one while_loop (the `ar` action's interval)."""
+    del graphdef_h, params_h  # the head waits for the next tree interval (catch_up_head)
     target = nnx.merge(graphdef_t, params_t)
-    head = nnx.merge(graphdef_h, params_h)
     start = state.steps
 
     def cond(s: SpecState):
         return ~s.done & (s.steps - start < n_steps)
 
-    return jax.lax.while_loop(cond, lambda s: ar_step(target, head, s, max_new, eos_ids, temperature), state)
+    return jax.lax.while_loop(cond, lambda s: ar_step(target, s, max_new, eos_ids, temperature), state)
 
 
 def spec_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, tt, depth, k, n_steps, max_new,
@@ -209,4 +251,4 @@ def spec_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, 
     def body(s: SpecState):
         return spec_step(target, head, s, tt, depth, k, max_new, eos_ids, temperature, shape)
 
-    return jax.lax.while_loop(cond, body, state)
+    return jax.lax.while_loop(cond, body, catch_up_head(target, head, state))
