@@ -253,7 +253,7 @@ def step_profile(report_dir: Path) -> list[str]:
     if not path.is_file():
         return []
     rows = json.loads(path.read_text())
-    pieces = ("drafting", "verification", "tree_management", "policy")
+    pieces = rows[0]["pieces"]  # decoding/profile.py names them
     lines = ["## Where a step's time goes (Table 8; `evaluate --profile`)", "",
              "Each piece of the step jitted alone on a mid-decode state; `step` is the compiled interval's own "
              "time per step, `ar` the no-draft step. ms per step (% of the pieces' sum):", "",

@@ -138,4 +138,4 @@ def step_breakdown(spec: SpeculativeEngine, prompt_ids: list[int], gen: Generati
     ms["step"] = min(whole)
     if ar:
         ms["ar_step"] = min(ar)
-    return {"action": f"{tt},{d},{k}", "interval": interval, "ms": {name: round(v, 4) for name, v in ms.items()}}
+    return {"action": f"{tt},{d},{k}", "interval": interval, "pieces": list(PIECES), "ms": {name: round(v, 4) for name, v in ms.items()}}
