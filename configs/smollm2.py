@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.draft_model = "smollm2"  # the head shipped in resps_jax/heads/; "smollm2-trained": train_draft's own
     c.baselines = "60,5,10;60,7,10"  # EAGLE-3 as the paper ran it; EAGLE's library default
     c.actions = ConfigDict()
-    # `ar` drafts nothing for its interval (one target step, the head kept in sync), so a
+    # `ar` drafts nothing for its interval (plain target steps; the head catches up later), so a
     # policy can decline to speculate where no tree pays.
     c.actions.list = "ar;4,2,2;6,3,2;8,3,2;8,4,2;12,4,3;16,4,4"
     c.actions.interval_train = 10
