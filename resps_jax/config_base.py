@@ -147,6 +147,7 @@ ABLATIONS = {
     "maxent": {"variant": "maxent"},  # max-entropy PPO where a config defaults to standard (smollm2)
     "net64": {"hidden": "64,64"},  # [64, 64] instead of [128, 128]
     "bandit": {"bandit": True},  # every interval terminal (the paper code's PPO) instead of GAE over a turn
+    "gae": {"bandit": False},  # GAE over a turn's intervals where a config defaults to the bandit form (smollm2)
     "no_norm": {"normalize": False},  # the raw residual-stream features, unnormalised
 }
 

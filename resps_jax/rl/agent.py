@@ -100,10 +100,10 @@ class Agent:
         if self.training:
             self.norm.update(raw[None])
         obs = self.norm(raw)
-        self.key, key = jax.random.split(self.key)
         temperature = 1.0 if self.training else self.cfg.temperature
         greedy = (not self.training) and self.cfg.greedy
-        action, logp, value = self._act(self.params, jnp.asarray(obs), key, np.float32(temperature), np.bool_(greedy))
+        self.key, picked = self._act(self.params, obs, self.key, np.float32(temperature), np.bool_(greedy))
+        action, logp, value = np.asarray(picked).tolist()
         index = agree(int(action))  # process 0's choice on every process
         if self.training:
             self.pending.append(Transition(obs, index, float(logp), float(value)))

@@ -125,18 +125,21 @@ class Identity:
 
 
 def _act(graphdef, params, obs, key, temperature, greedy):
-    """One decision: obs [D] -> (action, log-prob at temperature 1, value).
+    """One decision: obs [D] -> (the next key, [action, log-prob at temperature 1, value]).
 
     Sampling at `temperature` (1.5 for max-entropy inference) or argmax when `greedy`;
     the log-prob is the training distribution's (temperature 1), what PPO's ratio needs.
+    The key is split here and the three results come back as one array, so a decision is
+    one dispatch and one device-to-host copy (the policy's overhead is host round trips).
     """
+    key, sample_key = jax.random.split(key)
     model = nnx.merge(graphdef, params)
     logits, value = model(obs[None])
     logits, value = logits[0], value[0]
-    sampled = jax.random.categorical(key, logits / temperature)
+    sampled = jax.random.categorical(sample_key, logits / temperature)
     action = jnp.where(greedy, jnp.argmax(logits), sampled)
     logp = jax.nn.log_softmax(logits)[action]
-    return action, logp, value
+    return key, jnp.stack([action.astype(jnp.float32), logp, value])
 
 
 def make_act(graphdef):
