@@ -144,6 +144,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~80 s: two spawned processes load and decode; the in-process meshes cover the math
 def test_two_processes_with_jax_distributed_agree_with_one(eight_devices, tmp_path):
     """2 processes x 2 CPU devices (gloo collectives), meshes spanning both processes."""
     coordinator = f"127.0.0.1:{free_port()}"
