@@ -50,7 +50,6 @@ class SpecState:
     done: jax.Array  # [] EOS or budget reached
     key: jax.Array
     taps_log: jax.Array  # [S, 3H] target features by position, written by `ar` steps (1 row without `ar`)
-    head_len: jax.Array  # [] positions the head has encoded (< target length after `ar` steps)
     prompt_len: jax.Array  # [] position of out[0]
 
 
@@ -85,7 +84,6 @@ def spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft
         done=jnp.bool_(False),
         key=key,
         taps_log=jnp.zeros((capacity if log_taps else 1, taps.shape[-1]), taps.dtype),
-        head_len=n,
         prompt_len=n,
     )
 
@@ -109,7 +107,7 @@ def catch_up_head(target, head, state: SpecState) -> SpecState:
     rows = jnp.arange(CATCH_UP, dtype=jnp.int32)
 
     def body(s: SpecState) -> SpecState:
-        start = s.head_len
+        start = s.draft_cache.lengths[0]  # positions the head has encoded
         positions = start + rows  # [G]
         taps = jnp.take(s.taps_log, positions, axis=0, mode="clip")  # [G, 3H]
         next_tokens = jnp.take(s.out, positions + 1 - s.prompt_len, mode="clip")  # [G] token after each
@@ -118,10 +116,10 @@ def catch_up_head(target, head, state: SpecState) -> SpecState:
                                   causal_mask(1, CATCH_UP))
         end = jnp.minimum(start + CATCH_UP, n)
         last = out_h[0, jnp.clip(n - 1 - start, 0, CATCH_UP - 1)]
-        return dataclasses.replace(s, draft_cache=draft_cache.with_lengths(end[None]), head_len=end,
+        return dataclasses.replace(s, draft_cache=draft_cache.with_lengths(end[None]),
                                    last_out=jnp.where(end == n, last, s.last_out))
 
-    return jax.lax.while_loop(lambda s: s.head_len < n, body, state)
+    return jax.lax.while_loop(lambda s: s.draft_cache.lengths[0] < n, body, state)
 
 
 def draft_tree(target, head, state: SpecState, tt, depth, k, shape: TreeShape) -> DraftTree:
@@ -185,7 +183,6 @@ def accept_and_commit(target, head, state: SpecState, tree: DraftTree, logits, t
         done=state.done | is_eos.any() | (state.count + emitted >= max_new),
         key=state.key,
         taps_log=state.taps_log,
-        head_len=n[0] + count,
         prompt_len=state.prompt_len,
     )
 
