@@ -1,4 +1,5 @@
 """python -m resps_jax.report REPORT_DIR: results.jsonl -> report.md + PNG plots.
+python -m resps_jax.report --ablations RUN_DIR [RUN_DIR ...]: the ablation table (markdown).
 
 Tables in the paper's terms: Table 1 (speed per benchmark and mean, as speed-ups over our
 AR and over EAGLE-3 60/5/10), Wilcoxon signed-rank p-values of Re-SpS against each
@@ -67,8 +68,10 @@ def method_order(methods: set[str]) -> list[str]:
     def key(m: str):
         rank = {"ar": 0, "ar_again": 1, "best_static": 4, "resps": 5, "resps_argmax": 6}
         if m.startswith("resps@"):
-            return (7, int(m.split("@")[1]), m)
-        return (rank.get(m, 2 if m.startswith("static:") else 3), 0, m)
+            return (7, (int(m.split("@")[1]),), m)
+        # trees by size (4,2,2 before 12,4,3), `ar` (no numbers) first among the static actions
+        sizes = tuple(int(v) for v in m.split(":", 1)[-1].split(",") if v.isdigit())
+        return (rank.get(m, 2 if m.startswith("static:") else 3), sizes, m)
 
     return sorted(methods, key=key)
 
@@ -272,12 +275,62 @@ def step_profile(report_dir: Path) -> list[str]:
     return lines
 
 
+def training_summary(log_path: Path, window: int = 50) -> dict:
+    """Questions trained, and the mean reward and `ar` share over the last `window` questions
+    of a run's train_log.jsonl (what the policy had reached when it was evaluated)."""
+    turns = [r for r in load_records(log_path) if r.get("type") == "turn"] if log_path.is_file() else []
+    if not turns:
+        return {"questions": 0, "reward": None, "ar_share": None}
+    last = [r for r in turns if r["question"] > turns[-1]["question"] - window]
+    rewards = [x for r in last for x in r["rewards"]]
+    actions = [a for r in last for a in r["actions"]]
+    return {"questions": turns[-1]["question"] + 1, "reward": float(np.mean(rewards)) if rewards else None,
+            "ar_share": actions.count("ar") / len(actions) if actions else None}
+
+
+def ablation_table(runs: list[Path]) -> list[str]:
+    """The ablation table: one row per run folder (a config or `config:ABLATION` workdir, each
+    trained and evaluated on its own), Re-SpS's speed over the AR timed beside it in the same
+    evaluation, per benchmark and mean, sampled and argmax, with where its training ended."""
+    rows, benches = [], []
+    for run in runs:
+        run = Path(run)
+        results = run / "report" / "results.jsonl"
+        if not results.is_file():
+            raise ValueError(f"{run}: no report/results.jsonl (evaluate this run first)")
+        table = speeds(load_records(results))
+        benches += [b for b in table if b != "mean" and b not in benches]
+        rows.append((run.name, table, training_summary(run / "train_log.jsonl")))
+    head = ["run", "questions trained", "final reward", "ar share"]
+    lines = ["| " + " | ".join(head) + " | method | " + " | ".join([*benches, "mean"]) + " |",
+             "|---" * (len(head) + len(benches) + 2) + "|"]
+    for name, table, summary in rows:
+        trained = [name, str(summary["questions"]),
+                   "-" if summary["reward"] is None else f"{summary['reward']:.3f}",
+                   "-" if summary["ar_share"] is None else f"{100 * summary['ar_share']:.0f}%"]
+        for method in ("resps", "resps_argmax"):
+            cells = [f"{table[b][method] / table[b]['ar']:.2f}x"
+                     if method in table.get(b, {}) and table[b].get("ar") else "-" for b in [*benches, "mean"]]
+            lines.append("| " + " | ".join(trained) + f" | {method} | " + " | ".join(cells) + " |")
+            trained = [""] * len(head)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     from resps_jax.errors import UserError, run_cli  # noqa: F401
 
     args = list(argv if argv is not None else sys.argv[1:])
+    if args[:1] == ["--ablations"]:  # python -m resps_jax.report --ablations RUN [RUN ...]
+        if len(args) < 2:
+            raise UserError("usage: python -m resps_jax.report --ablations RUN_DIR [RUN_DIR ...] (workdirs)")
+        try:
+            print("\n".join(ablation_table([Path(a) for a in args[1:]])))
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        return 0
     if len(args) != 1:
-        raise UserError("usage: python -m resps_jax.report REPORT_DIR (the folder holding results.jsonl)")
+        raise UserError("usage: python -m resps_jax.report REPORT_DIR (the folder holding results.jsonl)"
+                        " | --ablations RUN_DIR [RUN_DIR ...]")
     folder = Path(args[0])
     if not (folder / "results.jsonl").is_file():
         raise UserError(f"no results.jsonl in {folder}")

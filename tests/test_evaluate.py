@@ -64,3 +64,34 @@ def test_malformed_question_file_is_one_error_naming_file_and_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"{bad}:2" in lines[0], result.stderr[-2000:]
     unknown = evaluate(tmp_path, "--methods", "ar;static:9,9,9")
     assert unknown.returncode == 2 and "static:9,9,9" in unknown.stderr
+
+
+def _write_run(run: Path, speeds: dict[str, tuple[float, float]], rewards: list[float]) -> None:
+    """A run folder as train + evaluate leave it: report/results.jsonl (one gsm8k turn per method,
+    128 tokens in `seconds`) and train_log.jsonl (one turn per question)."""
+    (run / "report").mkdir(parents=True)
+    records = [{"benchmark": b, "question_id": 1, "turn": 0, "method": m, "tokens": 128, "seconds": 128 / tps,
+                "tokens_per_second": tps} for m, pair in speeds.items() for b, tps in zip(("gsm8k", "sum"), pair)]
+    (run / "report" / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    turns = [{"type": "turn", "question": q, "actions": ["ar" if q % 2 else "4,2,2"], "rewards": [r]}
+             for q, r in enumerate(rewards)]
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(t) for t in turns) + "\n")
+
+
+def test_ablation_table_sets_each_runs_policy_against_its_own_ar(tmp_path):
+    from resps_jax.report import ablation_table, main
+
+    _write_run(tmp_path / "smollm2", {"ar": (20.0, 10.0), "resps": (22.0, 9.0), "resps_argmax": (24.0, 10.0)},
+               rewards=[0.5] * 60 + [1.0] * 50)
+    _write_run(tmp_path / "smollm2-state_mean", {"ar": (10.0, 5.0), "resps": (5.0, 5.0)}, rewards=[0.8, 0.6])
+    lines = ablation_table([tmp_path / "smollm2", tmp_path / "smollm2-state_mean"])
+    assert lines[0].split("|")[5:9] == [" method ", " gsm8k ", " sum ", " mean "]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    # 110 questions, the last 50 all at reward 1.0, half of them `ar`; gsm8k 22/20, sum 9/10,
+    # mean = mean tok/s over benchmarks (15.5) / AR's (15.0)
+    assert cells[0] == ["smollm2", "110", "1.000", "50%", "resps", "1.10x", "0.90x", "1.03x"]
+    assert cells[1] == ["", "", "", "", "resps_argmax", "1.20x", "1.00x", "1.13x"]
+    assert cells[2] == ["smollm2-state_mean", "2", "0.700", "50%", "resps", "0.50x", "1.00x", "0.67x"]
+    assert cells[3][4:] == ["resps_argmax", "-", "-", "-"]
+    with pytest.raises(Exception, match="no report/results.jsonl"):
+        main(["--ablations", str(tmp_path)])
