@@ -58,8 +58,8 @@ def method_names(config, with_policy: bool, best_static: str | None) -> list[str
     names = ["ar", "ar_again"]
     names += [f"static:{format_action(a)}" for a in config_actions(config.actions)]
     names += [f"eagle3:{b.strip()}" for b in str(config.get("baselines", "")).split(";") if b.strip()]
-    if best_static:
-        names.append("best_static")
+    if best_static and f"static:{best_static}" not in names:  # the pick is one of the config's own actions
+        names.append("best_static")  # unless the action set changed since the search
     if with_policy:  # as trained (sampled at its temperature, or argmax), and its argmax
         names += ["resps", "resps_argmax"]
     return names
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra["methods"] or extra["interval_sweep"]:
         wanted = [m.strip() for m in (extra["methods"] or "").split(";") if m.strip()]
         wanted += sweep_methods(extra["interval_sweep"]) if extra["interval_sweep"] else []
-        missing = [m for m in wanted if m not in methods and not (policy_interval(m) and agent is not None)]
+        allowed = methods + (["best_static"] if best_static else [])
+        missing = [m for m in wanted if m not in allowed and not (policy_interval(m) and agent is not None)]
         if missing:
             raise UserError(f"unknown method(s) {', '.join(missing)}; this config has {', '.join(methods)}"
                             + ("" if agent is not None else " (resps@N needs a policy)"))

@@ -120,6 +120,13 @@ def write_report(report_dir: Path, command: str = "") -> str:
         lines.append("AR run-to-run spread (|ar - ar_again| / ar): " + ", ".join(
             f"{b} {100 * s:.1f}%" for b, s in spread.items()))
     statics = [m for m in methods if m.startswith("static:") or m == "best_static"]
+    grid = None  # the static action `evaluate --grid-search` picked on training prompts, as a method name
+    if (report_dir / "best_static.json").is_file():
+        pick = json.loads((report_dir / "best_static.json").read_text())
+        grid = "best_static" if "best_static" in methods else f"static:{pick['action']}"
+        lines.append(f"Grid search ({pick.get('prompts', '?')} {pick.get('source', 'training')} prompts, never "
+                     f"benchmarks) picked static:{pick['action']}: " + ", ".join(
+                         f"{a} {v:.1f}" for a, v in pick.get("tokens_per_second", {}).items()) + " tok/s.")
     for pm in [m for m in ("resps", "resps_argmax") if m in methods]:
         for b in [*benches, "mean"]:
             row = table[b]
@@ -139,6 +146,9 @@ def write_report(report_dir: Path, command: str = "") -> str:
             best_overall = max(statics, key=lambda m: overall.get(m, 0.0))
             lines.append(f"- Overall: {pm} / best single static action ({best_overall}) = "
                          f"{overall[pm] / overall[best_overall]:.3f}x (goal >= 1.05x)")
+        if grid and grid in overall:
+            lines.append(f"- Overall: {pm} / the grid search's pick ({grid}, chosen on training prompts) = "
+                         f"{overall[pm] / overall[grid]:.3f}x")
 
     # Wilcoxon
     if "resps" in methods:

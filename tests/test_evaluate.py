@@ -95,3 +95,30 @@ def test_ablation_table_sets_each_runs_policy_against_its_own_ar(tmp_path):
     assert cells[3][4:] == ["resps_argmax", "-", "-", "-"]
     with pytest.raises(Exception, match="no report/results.jsonl"):
         main(["--ablations", str(tmp_path)])
+
+
+def test_report_compares_the_policy_with_the_grid_search_pick(evaluated, tmp_path):
+    import shutil
+
+    from resps_jax.report import write_report
+
+    report = tmp_path / "report"
+    shutil.copytree(evaluated / "runs" / "tiny" / "report", report)
+    records = [json.loads(x) for x in (report / "results.jsonl").read_text().splitlines()]
+    for r in [r for r in records if r["method"] == "static:8,3,2"]:  # the policy: 8,3,2 at half the time
+        records.append(dict(r, method="resps", seconds=r["seconds"] / 2))
+    (report / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    (report / "best_static.json").write_text(json.dumps(
+        {"action": "8,3,2", "tokens_per_second": {"ar": 30.0, "8,3,2": 31.5}, "prompts": 3, "source": "builtin"}))
+    text = Path(write_report(report)).read_text()
+    assert "Grid search (3 builtin prompts, never benchmarks) picked static:8,3,2: ar 30.0, 8,3,2 31.5 tok/s." in text
+    assert "- Overall: resps / the grid search's pick (static:8,3,2, chosen on training prompts) = 2.000x" in text
+
+
+def test_grid_pick_runs_once_when_the_static_methods_already_hold_it():
+    from resps_jax.evaluate import method_names
+    from configs.tiny import get_config
+
+    config = get_config()
+    assert "best_static" not in method_names(config, False, "8,3,2")  # static:8,3,2 is run anyway
+    assert method_names(config, False, "8,4,2")[-1] == "best_static"  # a pick from another action set
