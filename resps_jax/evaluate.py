@@ -198,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                 except json.JSONDecodeError:
                     raise UserError(f"{results_path}:{number}: not valid JSON; remove the line to resume") from None
                 done[(r["benchmark"], str(r["question_id"]), r["turn"], r["method"])] = r
-    jobs = [(b, q, t) for b, qs in sets.items() for q in qs for t in range(len(q.turns))]
+    # question-major: every benchmark's first question, then every second one, ..., so a run
+    # stopped early (and resumed later) has covered all benchmarks alike
+    depth = max((len(qs) for qs in sets.values()), default=0)
+    jobs = [(b, qs[i], t) for i in range(depth) for b, qs in sets.items() if i < len(qs)
+            for t in range(len(qs[i].turns))]
     todo = [(b, q, t) for b, q, t in jobs if any((b, str(q.question_id), t, m) not in done for m in methods)]
 
     def sized(ids: list[int]) -> GenerationConfig:
