@@ -331,7 +331,7 @@ def profile_actions(config, engine, head, agent, meta, gen, sets, tok, report_di
 def grid_search(config, engine, head, eos, tok) -> dict:
     """The best single static action of the config's set on training prompts (never benchmarks)."""
     from resps_jax.data.prompts import load_training_prompts
-    from resps_jax.decoding.engine import GenerationConfig, SpeculativeEngine
+    from resps_jax.decoding.engine import GenerationConfig, SpeculativeEngine, prefill_bucket
     from resps_jax.decoding.tree import format_action
     from resps_jax.prompting import encode_prompt
     from resps_jax.rl.actions import config_actions
@@ -340,11 +340,17 @@ def grid_search(config, engine, head, eos, tok) -> dict:
     tok_prompts = [encode_prompt(tok, c[0]) for c in
                    load_training_prompts(ev.grid_prompts, limit=ev.grid_questions, seed=7)]
     actions = config_actions(config.actions)
-    gen = GenerationConfig(max_new_tokens=ev.max_new_tokens)
     speeds = {}
     for a in actions:
         spec = SpeculativeEngine(engine, head, [a])
-        spec.warm_up(tok_prompts[0], gen, eos)
+        # one cache length for every prompt (the longest prompt's, rounded as evaluate rounds
+        # it) and every prefill bucket compiled before the first timed decode
+        gen = GenerationConfig(max_new_tokens=ev.max_new_tokens, tree_margin=spec.tree_margin)
+        capacity = max(engine.fit_prompt(ids, gen)[1] for ids in tok_prompts)
+        gen = dataclasses.replace(gen, cache_len=min(1 << (capacity - 1).bit_length(),
+                                                     engine.cfg.max_position_embeddings))
+        for ids in {prefill_bucket(len(ids), gen.cache_len): ids for ids in tok_prompts}.values():
+            spec.warm_up(ids, gen, eos)
         tokens = seconds = 0.0
         for ids in tok_prompts:
             r = spec.generate(ids, gen, eos)

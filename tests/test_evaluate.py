@@ -122,3 +122,12 @@ def test_grid_pick_runs_once_when_the_static_methods_already_hold_it():
     config = get_config()
     assert "best_static" not in method_names(config, False, "8,3,2")  # static:8,3,2 is run anyway
     assert method_names(config, False, "8,4,2")[-1] == "best_static"  # a pick from another action set
+
+
+def test_grid_search_times_every_action_on_training_prompts_and_saves_its_pick(evaluated):
+    result = evaluate(evaluated, "--grid-search", "--config.actions.list=ar;8,3,2")  # two actions: compiles
+    assert result.returncode == 0, result.stderr[-3000:]
+    pick = json.loads((evaluated / "runs" / "tiny" / "report" / "best_static.json").read_text())
+    assert set(pick["tokens_per_second"]) == {"ar", "8,3,2"}
+    assert pick["action"] == max(pick["tokens_per_second"], key=pick["tokens_per_second"].get)
+    assert pick["source"] == "builtin" and pick["prompts"] == 3
