@@ -76,6 +76,21 @@ def sweep_methods(spec: str) -> list[str]:
     return [f"resps@{n}" for n in intervals]
 
 
+def memory_maps_near_limit(fraction: float = 0.6) -> bool:
+    """Whether this process holds more than `fraction` of the kernel's memory-map limit.
+
+    Every XLA:CPU executable is JIT-linked code in many small mappings (about 7,000 for one
+    cache length's 13 methods on SmolLM2), and past vm.max_map_count (65,530 by default)
+    LLVM fails with "Cannot allocate memory" and the process dies: a 10-question SmolLM2
+    evaluation did so after 23 question-turns. Linux only; elsewhere never near."""
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps) > fraction * limit
+    except (OSError, ValueError):
+        return False
+
+
 def policy_interval(method: str) -> int | None:
     """resps@N -> N (the policy decides every N steps); None for every other method."""
     if method.startswith("resps@"):
@@ -119,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     initialize_from_config(config)
     setup_runtime()
+    import jax
     from tqdm import tqdm
 
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
@@ -163,13 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         methods = list(dict.fromkeys(wanted))
 
     decoders = {}
+    policy_spec = None  # one engine over the policy's action set, shared by resps, resps_argmax, resps@N
     for m in methods:
         if m.startswith("static:") or m.startswith("eagle3:"):
             decoders[m] = (SpeculativeEngine(engine, head, parse_actions(m.split(":", 1)[1])), None, 1 << 20)
         elif m == "best_static":
             decoders[m] = (SpeculativeEngine(engine, head, parse_actions(best_static)), None, 1 << 20)
         elif m in ("resps", "resps_argmax") or policy_interval(m):
-            spec = SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"])))
+            if policy_spec is None:  # its executables then compile once, not once per policy method
+                policy_spec = SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"])))
+            spec = policy_spec
             chooser = agent
             if m == "resps_argmax":
                 chooser, _ = load_policy(policy_path)
@@ -233,11 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         key = (prefill_bucket(len(fitted), capacity), capacity)
         if key in warmed:
             return
+        if memory_maps_near_limit():  # drop every executable; the persistent cache reloads them
+            jax.clear_caches()
+            warmed.clear()
         warmed.add(key)
+        for spec in {id(d[0]): d[0] for d in decoders.values()}.values():
+            spec.warm_up(ids, request, eos)
         for m in methods:
-            if m in decoders:
-                decoders[m][0].warm_up(ids, request, eos)
-            else:
+            if m not in decoders:
                 run(m, ids)
 
     if agent is not None:

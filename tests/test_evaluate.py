@@ -131,3 +131,11 @@ def test_grid_search_times_every_action_on_training_prompts_and_saves_its_pick(e
     assert set(pick["tokens_per_second"]) == {"ar", "8,3,2"}
     assert pick["action"] == max(pick["tokens_per_second"], key=pick["tokens_per_second"].get)
     assert pick["source"] == "builtin" and pick["prompts"] == 3
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux /proc only")
+def test_memory_map_guard_reads_this_process_against_the_kernel_limit():
+    from resps_jax.evaluate import memory_maps_near_limit
+
+    assert memory_maps_near_limit(0.0)  # any process holds some mappings
+    assert not memory_maps_near_limit(1.0)  # and this one is far from vm.max_map_count
