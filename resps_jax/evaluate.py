@@ -76,6 +76,12 @@ def sweep_methods(spec: str) -> list[str]:
     return [f"resps@{n}" for n in intervals]
 
 
+def cache_length_bucket(capacity: int, limit: int) -> int:
+    """A cache length rounded up to a power of two (at most the model's limit): a handful of
+    lengths serve every prompt, so the untimed compiles stay few."""
+    return min(1 << (capacity - 1).bit_length(), limit)
+
+
 def memory_maps_near_limit(fraction: float = 0.6) -> bool:
     """Whether this process holds more than `fraction` of the kernel's memory-map limit.
 
@@ -229,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         method decodes with the same cache, and a handful of lengths serve all prompts, so
         compilation (done untimed, once per length) stays small."""
         _, capacity = engine.fit_prompt(ids, gen)
-        bucket = 1 << (capacity - 1).bit_length()
-        limit = target.cfg.max_position_embeddings
-        return dataclasses.replace(gen, cache_len=min(bucket, limit))
+        return dataclasses.replace(gen, cache_len=cache_length_bucket(capacity, target.cfg.max_position_embeddings))
 
     def run(method: str, ids: list[int]):
         request = sized(ids)
@@ -369,8 +373,7 @@ def grid_search(config, engine, head, eos, tok) -> dict:
         # it) and every prefill bucket compiled before the first timed decode
         gen = GenerationConfig(max_new_tokens=ev.max_new_tokens, tree_margin=spec.tree_margin)
         capacity = max(engine.fit_prompt(ids, gen)[1] for ids in tok_prompts)
-        gen = dataclasses.replace(gen, cache_len=min(1 << (capacity - 1).bit_length(),
-                                                     engine.cfg.max_position_embeddings))
+        gen = dataclasses.replace(gen, cache_len=cache_length_bucket(capacity, engine.cfg.max_position_embeddings))
         for ids in {prefill_bucket(len(ids), gen.cache_len): ids for ids in tok_prompts}.values():
             spec.warm_up(ids, gen, eos)
         tokens = seconds = 0.0
