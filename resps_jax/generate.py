@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m resps_jax.generate", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="HF folder, .gguf file, or 'smollm2'")
     p.add_argument("--draft", help="EAGLE-3 folder or 'smollm2' (static/resps modes)")
-    p.add_argument("--policy", help="policy checkpoint: a train workdir, its checkpoints/ folder (latest) or one step")
+    p.add_argument("--policy", help="policy checkpoint: a train workdir, its checkpoints/ folder (latest), one step, or 'smollm2' (the shipped one)")
     p.add_argument("--interval", type=int, help="resps mode: steps per policy decision (default: the policy's eval interval)")
     p.add_argument("--mode", choices=MODES, default="ar")
     p.add_argument("--tree", help="TT,d,k for --mode static")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache_len is not None and args.cache_len < 1:
         raise UserError(f"--cache-len must be >= 1 (got {args.cache_len})")
     if args.mode == "resps" and not (args.policy and args.draft):
-        raise UserError("--mode resps needs --draft (an EAGLE-3 folder, or 'smollm2') and --policy (a checkpoint folder)")
+        raise UserError("--mode resps needs --draft (an EAGLE-3 folder, or 'smollm2') and --policy (a checkpoint folder, or 'smollm2')")
     if args.interval is not None and args.interval < 1:
         raise UserError(f"--interval must be >= 1 (got {args.interval})")
     from resps_jax.decoding.tree import DEFAULT_TREE

@@ -84,6 +84,20 @@ def _init_head(target, head_cfg, d2t: np.ndarray, from_target: bool, seed: int):
     return head
 
 
+def _head_to_continue(spec: str, target_cfg, head_cfg, d2t: np.ndarray):
+    """The head named by draft.init_from, checked against the one this run would build: a head
+    over another draft vocabulary or shape cannot continue on these rows."""
+    from resps_jax.models.loading import load_head
+
+    head = load_head(spec, target_cfg)
+    if head.cfg != head_cfg:
+        raise UserError(f"draft.init_from {spec!r}: its config differs from this run's head ({head.cfg} vs {head_cfg})")
+    if not np.array_equal(np.asarray(head.d2t[...]), d2t):
+        raise UserError(f"draft.init_from {spec!r}: its draft vocabulary differs from the one these training rows "
+                        "build (other data, draft.sources or draft.vocab_size)")
+    return head
+
+
 def main(argv: list[str] | None = None) -> int:
     from resps_jax.config_cli import parse_config_args
 
@@ -155,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     # 2. draft vocabulary from the assistant tokens of the training rows
     d2t = build_draft_vocab((t for _, a in rows for t in a), target.cfg.vocab_size, d.vocab_size)
     used_ids = jnp.asarray(np.arange(d.vocab_size) + d2t, jnp.int32)
+    # the head, here so that a head given to continue is checked before any features are computed
+    head_cfg = Eagle3Config.for_target(target.cfg, draft_vocab_size=d.vocab_size)
+    head = _init_head(target, head_cfg, d2t, d.init_from_target, config.seed)
+    init_from, start_step = str(d.get("init_from", "") or ""), int(d.get("start_step", 0))
+    if init_from:  # continue an earlier head (e.g. the shipped one) on the rows after its own
+        head = _head_to_continue(init_from, target.cfg, head_cfg, d2t)
 
     # 3. frozen target features: precomputed when they fit draft.feature_cache_gb, else per batch
     graphdef_t, params_t = nnx.split(target.model)
@@ -191,8 +211,6 @@ def main(argv: list[str] | None = None) -> int:
                 jnp.asarray(mask))
 
     # 4. the head, optimizer and checkpoints
-    head_cfg = Eagle3Config.for_target(target.cfg, draft_vocab_size=d.vocab_size)
-    head = _init_head(target, head_cfg, d2t, d.init_from_target, config.seed)
     graphdef, params, buffers = nnx.split(head, nnx.Param, Buffer)
     n_train = len(rows)
     steps_per_epoch = max(1, n_train // d.batch_size)
@@ -203,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     embed = target.model.embed_tokens.weight[...]
 
     manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-    step = 0
+    # a head continued from init_from starts at start_step: the data order and the LR schedule
+    # pick up where that head stopped (its optimizer moments start afresh)
+    step = start_step if init_from else 0
+    if step >= total_steps:
+        raise UserError(f"draft.start_step {step} is not below the schedule's {total_steps} steps (draft.max_steps)")
     if flags["resume"] and manager.latest_step() is not None:
         step = manager.latest_step()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
@@ -268,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "draft_vocab_size": d.vocab_size, "steps": step, "epochs": round(step / steps_per_epoch, 2),
         "heldout_before": before, "heldout_after": after,
         "assistant_tokens": int(train_mask.sum()), "minutes": d.minutes,
+        "init_from": init_from, "start_step": start_step if init_from else 0,
     }
     (workdir / "draft_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({"draft": str(workdir / "draft"), "steps": step, "heldout_top1": round(after["acc0"], 4),

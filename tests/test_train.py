@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,3 +171,50 @@ def test_profile_times_each_piece_of_every_tree_step(trained):
         assert all(ms[p] > 0 for p in ("drafting", "verification", "tree_management", "policy", "step", "ar_step"))
         assert ms["policy"] < ms["step"]  # one call spread over the interval
     assert "Table 8" in (report / "report.md").read_text()
+
+
+def test_a_shipped_policy_loads_by_name_and_is_never_rewritten(trained, tmp_path, monkeypatch):
+    from resps_jax import policies
+    from resps_jax.errors import UserError
+    from resps_jax.policies import ship
+    from resps_jax.rl.checkpoint import load_policy
+
+    cache, summary = trained
+    monkeypatch.setattr(ship, "POLICIES_DIR", tmp_path / "policies")
+    monkeypatch.setattr(policies, "POLICIES_DIR", tmp_path / "policies")
+    monkeypatch.setitem(policies.SHIPPED_POLICIES, "tiny", "tiny-v1")
+    with pytest.raises(UserError, match="no tiny policy ships"):
+        load_policy("tiny")
+    args = ["--run", str(cache / "runs" / "tiny"), "--version", "tiny-v1", "--notes", "Evaluated: nothing yet."]
+    assert ship.main(args) == 0
+    folder = tmp_path / "policies" / "tiny-v1"
+    card = (folder / "README.md").read_text()
+    for fact in ("24 ShareGPT questions", f"{summary['updates']} PPO updates", "Step costs measured at start-up",
+                 "Evaluated: nothing yet.", "`--policy smollm2`"):
+        assert fact in card, fact
+    agent, meta = load_policy("tiny")
+    trained_agent, _ = load_policy(str(cache / "runs" / "tiny"))
+    assert meta["position"] == 24 and agent.updates == trained_agent.updates
+    obs = np.random.default_rng(0).normal(size=agent.cfg.obs_dim).astype(np.float32)
+    assert agent.probabilities(obs).tolist() == trained_agent.probabilities(obs).tolist()
+    before = sorted(p.stat().st_mtime_ns for p in folder.rglob("*"))
+    with pytest.raises(UserError, match="never rewritten"):
+        ship.main(args)
+    assert sorted(p.stat().st_mtime_ns for p in folder.rglob("*")) == before
+
+
+def test_the_policy_shipped_for_smollm2_matches_its_config():
+    """The committed policy (resps_jax/policies/) restores against configs/smollm2.py's actions and state."""
+    from resps_jax.config_cli import parse_config_args, resolve_config_argv
+    from resps_jax.policies import shipped_policy_folder
+    from resps_jax.rl.actions import config_actions
+    from resps_jax.rl.checkpoint import check_compatible, load_policy, locate
+
+    if shipped_policy_folder("smollm2") is None:
+        pytest.skip("no SmolLM2 policy ships in this checkout")
+    config = parse_config_args(resolve_config_argv(["--config", "smollm2"]))[0]
+    agent, meta = load_policy("smollm2")
+    check_compatible(meta, config_actions(config.actions), 3 * 576,
+                     tuple(int(w) for w in config.rl.hidden.split(",")), locate("smollm2")[0])
+    probs = agent.probabilities(np.zeros(agent.cfg.obs_dim, np.float32))
+    assert probs.shape == (len(meta["actions"]),) and abs(float(probs.sum()) - 1) < 1e-5

@@ -78,3 +78,32 @@ def test_bad_config_is_one_error_line(tmp_path, args, needle):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_init_from_continues_an_earlier_head_from_its_step(trained, tmp_path):
+    cache, _ = trained
+    first = cache / "runs" / "tiny"
+    args = [f"--config.workdir={tmp_path / 'continued'}", f"--config.draft.init_from={first / 'draft'}",
+            "--config.draft.start_step=3"]
+    result = run(args, cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 4  # one step: 3 -> 4 of 4
+    before = json.loads((tmp_path / "continued" / "draft_report.json").read_text())
+    earlier = json.loads((first / "draft_report.json").read_text())
+    assert before["init_from"] == str(first / "draft") and before["start_step"] == 3
+    # the continued run starts from the earlier head itself: same held-out metrics before its first step
+    for key, value in earlier["heldout_after"].items():
+        assert before["heldout_before"][key] == pytest.approx(value, abs=1e-5), key
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--config.draft.vocab_size=150"], "differs"),
+    (["--config.draft.start_step=4"], "start_step 4"),
+])
+def test_init_from_refuses_a_head_it_cannot_continue(trained, tmp_path, extra, needle):
+    cache, _ = trained
+    args = [f"--config.workdir={tmp_path / 'w'}", f"--config.draft.init_from={cache / 'runs' / 'tiny' / 'draft'}", *extra]
+    result = run(args, cache)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and needle in lines[-1], result.stderr[-2000:]

@@ -73,8 +73,17 @@ def restore_into(mngr: ocp.CheckpointManager, step: int, agent: Agent, meta: dic
 
 
 def locate(path: str) -> tuple[Path, int | None]:
-    """A checkpoints folder (latest step) or one step folder inside it -> (folder, step)."""
+    """A checkpoints folder (latest step), one step folder inside it, or the name of a policy
+    shipped in resps_jax/policies/ (`smollm2`) -> (folder, step)."""
+    from resps_jax.policies import SHIPPED_POLICIES, shipped_policy_folder
+
     folder = Path(path).expanduser()
+    if path in SHIPPED_POLICIES and not folder.exists():
+        shipped = shipped_policy_folder(path)
+        if shipped is None:
+            raise UserError(f"no {path} policy ships in this install (resps_jax/policies/); train one with "
+                            f"`python -m resps_jax.train --config {path}` and pass its workdir")
+        return shipped, None
     if not folder.is_dir():
         raise UserError(f"policy checkpoint not found: {folder}")
     if folder.name.isdigit() and (folder / "meta").exists():

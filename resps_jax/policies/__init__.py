@@ -1,0 +1,25 @@
+"""Re-SpS policies shipped inside the package, so `--policy smollm2` decodes with no training.
+
+A policy lives under a versioned folder (`smollm2-v1/`): one Orbax checkpoint step exactly as
+`train` wrote it (actor, critic, optimizer, normaliser, RNG and metadata, so a run can also
+resume from it) and a model card (README.md) saying which command, reward and questions made
+it and what it measured. The machine's sessions do not keep `~/.cache`, so a policy that is
+not committed is a policy lost; versions are never rewritten in place, so a result names the
+exact policy it used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+POLICIES_DIR = Path(__file__).resolve().parent
+SHIPPED_POLICIES = {"smollm2": "smollm2-v1"}  # name -> the current version's folder
+
+
+def shipped_policy_folder(name: str) -> Path | None:
+    """The shipped policy's checkpoints folder for a model name, or None when none ships."""
+    version = SHIPPED_POLICIES.get(name)
+    if version is None:
+        return None
+    folder = POLICIES_DIR / version / "checkpoints"
+    return folder if folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir()) else None

