@@ -14,7 +14,7 @@ METHODS = "ar;ar_again;static:ar;static:8,3,2"
 
 
 def evaluate(cache: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu", RESPS_JAX_NO_XLA_CACHE="1")
+    env = dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-m", "resps_jax.evaluate", "--config", "tiny", *args],
                           capture_output=True, text=True, env=env, cwd=cache, timeout=600)
 

@@ -14,7 +14,6 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "colab.ipynb"
 def test_notebook_runs_end_to_end_on_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("RESPS_JAX_CACHE", str(tmp_path))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("RESPS_JAX_NO_XLA_CACHE", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert "CONFIG = \"tiny\"" in "".join(c.source for c in nb.cells)
     # the kernel inherits this process's environment (RESPS_JAX_CACHE above)

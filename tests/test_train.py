@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def env_for(cache: Path) -> dict:
-    return dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu", RESPS_JAX_NO_XLA_CACHE="1")
+    return dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu")
 
 
 def train(cache: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(args: list[str], cache: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu", RESPS_JAX_NO_XLA_CACHE="1")
+    env = dict(os.environ, RESPS_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu")
     return subprocess.run(
         [sys.executable, "-m", "resps_jax.train_draft", "--config", str(REPO / "configs" / "tiny.py"), *args],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
