@@ -95,7 +95,9 @@ def test_commit_path_moves_the_accepted_slots():
 # --------------------------------------------------------- greedy: identical to AR
 
 
-@pytest.mark.parametrize("tree", [(4, 1, 1), (8, 3, 2), (16, 4, 4), (32, 5, 8), (24, 6, 3)])
+# the default suite keeps the chain, a mid tree and the widest; `make test-all` runs the rest too
+@pytest.mark.parametrize("tree", [(4, 1, 1), pytest.param((8, 3, 2), marks=pytest.mark.slow), (16, 4, 4), (32, 5, 8),
+                                  pytest.param((24, 6, 3), marks=pytest.mark.slow)])
 def test_static_tree_greedy_equals_ar(tree):
     target, head = random_pair(SMALL, seed=3, draft_vocab=64)
     engine = Engine(target)
@@ -196,7 +198,7 @@ def test_first_three_sampled_tokens_follow_plain_sampling():
     assert pvalue > 1e-3 and tv < 0.05
 
 
-@pytest.mark.parametrize("order", ["ar-then-tree", "tree-then-ar"])
+@pytest.mark.parametrize("order", ["ar-then-tree", pytest.param("tree-then-ar", marks=pytest.mark.slow)])
 def test_sampling_law_holds_with_a_policy_switching_to_and_from_ar(order):
     """A policy that switches between the no-draft action and a tree, one step each, in
     either order: still exactly plain sampling (the head's cache stays usable after `ar`)."""
