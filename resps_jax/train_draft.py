@@ -171,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     used_ids = jnp.asarray(np.arange(d.vocab_size) + d2t, jnp.int32)
     # the head, here so that a head given to continue is checked before any features are computed
     head_cfg = Eagle3Config.for_target(target.cfg, draft_vocab_size=d.vocab_size)
-    head = _init_head(target, head_cfg, d2t, d.init_from_target, config.seed)
-    init_from, start_step = str(d.get("init_from", "") or ""), int(d.get("start_step", 0))
+    init_from = str(d.get("init_from", "") or "")
+    start_step = int(d.get("start_step", 0)) if init_from else 0
     if init_from:  # continue an earlier head (e.g. the shipped one) on the rows after its own
         head = _head_to_continue(init_from, target.cfg, head_cfg, d2t)
+    else:
+        head = _init_head(target, head_cfg, d2t, d.init_from_target, config.seed)
 
     # 3. frozen target features: precomputed when they fit draft.feature_cache_gb, else per batch
     graphdef_t, params_t = nnx.split(target.model)
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
     # a head continued from init_from starts at start_step: the data order and the LR schedule
     # pick up where that head stopped (its optimizer moments start afresh)
-    step = start_step if init_from else 0
+    step = start_step
     if step >= total_steps:
         raise UserError(f"draft.start_step {step} is not below the schedule's {total_steps} steps (draft.max_steps)")
     if flags["resume"] and manager.latest_step() is not None:
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "draft_vocab_size": d.vocab_size, "steps": step, "epochs": round(step / steps_per_epoch, 2),
         "heldout_before": before, "heldout_after": after,
         "assistant_tokens": int(train_mask.sum()), "minutes": d.minutes,
-        "init_from": init_from, "start_step": start_step if init_from else 0,
+        "init_from": init_from, "start_step": start_step,
     }
     (workdir / "draft_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({"draft": str(workdir / "draft"), "steps": step, "heldout_top1": round(after["acc0"], 4),

@@ -21,8 +21,11 @@ from resps_jax.policies import POLICIES_DIR
 
 def training_summary(log_path: Path) -> dict:
     """Reward per 50 questions and the action shares of the last 100, from train_log.jsonl."""
-    turns = [json.loads(line) for line in log_path.read_text().splitlines() if '"type": "turn"' in line]
-    updates = [json.loads(line) for line in log_path.read_text().splitlines() if '"type": "update"' in line]
+    from resps_jax.report import load_records
+
+    records = load_records(log_path)
+    turns = [r for r in records if r.get("type") == "turn"]
+    updates = [r for r in records if r.get("type") == "update"]
     if not turns:
         raise UserError(f"{log_path}: no training turns logged")
     by_block: dict[int, list[float]] = {}
@@ -84,13 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     run, folder = Path(args.run).expanduser(), POLICIES_DIR / args.version
     if folder.exists():
         raise UserError(f"{folder} exists: shipped versions are never rewritten; pick a new --version")
-    steps = sorted(int(p.name) for p in (run / "checkpoints").glob("*") if p.name.isdigit())
+    from resps_jax.rl import checkpoint as ckpt
+
+    if not (run / "checkpoints").is_dir():
+        raise UserError(f"{run}: no policy checkpoints under checkpoints/")
+    mngr = ckpt.manager(run / "checkpoints")
+    steps = sorted(mngr.all_steps())
     if not steps:
         raise UserError(f"{run}: no policy checkpoints under checkpoints/")
     step = steps[-1] if args.step is None else args.step
     if step not in steps:
         raise UserError(f"{run}: no checkpoint step {step} (have {', '.join(map(str, steps))})")
-    meta = json.loads((run / "checkpoints" / str(step) / "meta" / "metadata").read_text())
+    meta = ckpt.read_meta(mngr, step, run / "checkpoints")  # refuses a folder that is not a policy's
+    mngr.close()
     summary = training_summary(run / "train_log.jsonl")
     (folder / "checkpoints").mkdir(parents=True)
     shutil.copytree(run / "checkpoints" / str(step), folder / "checkpoints" / str(step))
