@@ -45,6 +45,11 @@ def build_agent_config(config, obs_dim: int, num_actions: int):
                        normalize=rl.normalize, temperature=pick("temperature"), greedy=rl.greedy, ppo=ppo)
 
 
+def draft_spec(config) -> str:
+    """The head a config names: `draft_model`, else the target's own name (its shipped head)."""
+    return config.get("draft_model", "") or config.model
+
+
 def load_pair(config, dtype):
     """The config's target and head: `draft_model` is a folder, 'smollm2', or 'random' (tests)."""
     from resps_jax.models.loading import load_head, load_target
@@ -52,7 +57,7 @@ def load_pair(config, dtype):
     if not config.model:
         raise UserError("the config names no target model (set model to an HF Llama folder)")
     target = load_target(config.model, dtype)
-    return target, load_head(config.get("draft_model", "") or config.model, target.cfg, dtype, config.seed + 1)
+    return target, load_head(draft_spec(config), target.cfg, dtype, config.seed + 1)
 
 
 def training_questions(config, tokenizer) -> list[list[int]]:
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             mngr.close()
             return 0
 
+    from resps_jax.heads import SHIPPED_HEADS
+
     engine = Engine(target.model)
     spec = SpeculativeEngine(engine, head, actions)
     eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
@@ -152,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "ppo": vars_of(agent_cfg.ppo), "variant": rl.variant, "reward": rl.reward,
         "interval_eval": config.actions.interval_eval, "interval_train": config.actions.interval_train,
         "costs": {"ar_seconds": costs.ar_seconds, "relative": list(costs.relative)}, "model": config.model,
+        "draft": SHIPPED_HEADS.get(draft_spec(config), draft_spec(config)),  # the exact head version its rewards came from
     }
 
     writer = None

@@ -75,3 +75,15 @@ def test_missing_shipped_head_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(heads, "HEADS_DIR", tmp_path / "empty")
     with pytest.raises(UserError, match="no SmolLM2 head ships .* --draft smollm2-trained"):
         resolve_draft_folder("smollm2")
+
+
+def test_an_exact_shipped_version_stays_loadable_after_the_next_one_ships(shipped, tmp_path, monkeypatch):
+    """A result or policy made with smollm2-v1 names it; shipping v2 moves `smollm2`, not `smollm2-v1`."""
+    _, v1, args = shipped
+    monkeypatch.chdir(tmp_path)  # no local folder of that name shadows it ... (see below)
+    assert ship.main(args[:-1] + ["smollm2-v2"]) == 0
+    monkeypatch.setitem(heads.SHIPPED_HEADS, "smollm2", "smollm2-v2")
+    assert resolve_draft_folder("smollm2") == tmp_path / "heads" / "smollm2-v2"
+    assert resolve_draft_folder("smollm2-v1") == v1
+    (tmp_path / "smollm2-v1").mkdir()  # ... but an existing local folder of that name is what the user means
+    assert resolve_draft_folder("smollm2-v1").resolve() == (tmp_path / "smollm2-v1").resolve()

@@ -190,7 +190,7 @@ def test_a_shipped_policy_loads_by_name_and_is_never_rewritten(trained, tmp_path
     folder = tmp_path / "policies" / "tiny-v1"
     card = (folder / "README.md").read_text()
     for fact in ("24 ShareGPT questions", f"{summary['updates']} PPO updates", "Step costs measured at start-up",
-                 "Evaluated: nothing yet.", "`--policy smollm2`"):
+                 "Evaluated: nothing yet.", "`--policy smollm2`", "draft head `random`"):
         assert fact in card, fact
     agent, meta = load_policy("tiny")
     trained_agent, _ = load_policy(str(cache / "runs" / "tiny"))

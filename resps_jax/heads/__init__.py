@@ -15,9 +15,10 @@ SHIPPED_HEADS = {"smollm2": "smollm2-v1"}  # name -> the current version's folde
 
 
 def shipped_head_folder(name: str) -> Path | None:
-    """The shipped head's folder for a model name, or None when none ships (yet)."""
-    version = SHIPPED_HEADS.get(name)
-    if version is None:
+    """The shipped head's folder for a model name (its current version) or for an exact version
+    (`smollm2-v1`: what an older result or policy used), or None when none ships."""
+    version = SHIPPED_HEADS.get(name, name)
+    if not version or "/" in version or version.startswith("."):
         return None
     folder = HEADS_DIR / version
     return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() else None

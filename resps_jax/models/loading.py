@@ -495,8 +495,8 @@ def resolve_model_folder(spec: str) -> Path:
 
 
 def resolve_draft_folder(spec: str) -> Path:
-    """`smollm2` (the head shipped in the package), `smollm2-trained` (the one train_draft
-    made in the cache) or an EAGLE-3 folder.
+    """`smollm2` (the head shipped in the package), an exact shipped version (`smollm2-v1`),
+    `smollm2-trained` (the one train_draft made in the cache) or an EAGLE-3 folder.
 
     The shipped name never silently switches to a locally trained head: a result that says
     `--draft smollm2` means the versioned head in resps_jax/heads/.
@@ -511,6 +511,11 @@ def resolve_draft_folder(spec: str) -> Path:
                 f"and pass --draft {TRAINED_HEAD}"
             )
         return folder
+    if not Path(spec).expanduser().exists():  # an exact shipped version, e.g. smollm2-v1
+        from resps_jax.heads import shipped_head_folder
+
+        if (folder := shipped_head_folder(spec)) is not None:
+            return folder
     if spec == TRAINED_HEAD:
         folder = trained_head_folder()
         if not (folder / "config.json").is_file():

@@ -45,7 +45,8 @@ def write_card(folder: Path, meta: dict, summary: dict, command: str, notes: str
     costs = ", ".join(f"{a} {c:.2f}" for a, c in zip(meta["actions"], meta["costs"]["relative"]))
     shares = ", ".join(f"{a} {100 * s:.0f}%" for a, s in summary["last_100_shares"].items())
     lines = [
-        f"# {folder.name}: Re-SpS policy for SmolLM2-135M-Instruct with the shipped head",
+        f"# {folder.name}: Re-SpS policy for SmolLM2-135M-Instruct with the draft head "
+        f"`{meta.get('draft', 'smollm2')}`",
         "",
         f"Actor and critic MLPs {meta['hidden']} over the target's three tapped features "
         f"({meta['obs_dim']} values, state `{meta['state']}`, running normaliser), choosing among "
