@@ -174,6 +174,8 @@ def write_report(report_dir: Path, command: str = "") -> str:
             cells.append(f"{np.mean(acc):.2f} +- {np.std(acc):.2f}" if acc else "-")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
 
+    lines += switching_ceiling(records, benches)
+
     # actions
     if "resps" in methods:
         lines += ["", "## Re-SpS actions", ""]
@@ -226,6 +228,57 @@ def write_report(report_dir: Path, command: str = "") -> str:
     path = report_dir / "report.md"
     path.write_text("\n".join(lines))
     return str(path)
+
+
+def switching_gain(ar: dict, tree: dict, interval: int) -> tuple[float, float]:
+    """(seconds AR spends on the tokens of tree's steps, seconds an oracle switching between
+    AR and tree every `interval` steps spends on them), from one question-turn's two records.
+
+    Greedy outputs are identical, so both decoders commit the same tokens and tree's accepted
+    lengths say, interval by interval, how many tokens it commits there; an oracle that knows
+    them picks per interval whichever of AR (seconds per token) and the tree (seconds per step)
+    is faster there. No policy over these two actions at this interval can do better.
+    """
+    ar_per_token = ar["seconds"] / ar["tokens"]
+    tree_per_step = tree["seconds"] / tree["steps"]
+    accepted = tree["accepted"]
+    ar_seconds = oracle_seconds = 0.0
+    for start in range(0, len(accepted), interval):
+        chunk = accepted[start : start + interval]
+        ar_seconds += sum(chunk) * ar_per_token
+        oracle_seconds += min(sum(chunk) * ar_per_token, len(chunk) * tree_per_step)
+    return ar_seconds, oracle_seconds
+
+
+def switching_ceiling(records: list[dict], benches: list[str], interval: int = 30) -> list[str]:
+    """The most any policy switching between `ar` and one tree could gain on these very turns."""
+    by_key: dict = defaultdict(dict)
+    for r in records:
+        by_key[(r["benchmark"], str(r["question_id"]), r["turn"])][r["method"]] = r
+    trees = [m for m in method_order({r["method"] for r in records})
+             if (m.startswith("static:") or m.startswith("eagle3:")) and m != "static:ar"]
+    rows = []
+    for m in trees:
+        cells = []
+        totals = np.zeros(2)
+        for b in benches:
+            sums = np.zeros(2)
+            for (bench, _, _), v in by_key.items():
+                if bench == b and "ar" in v and m in v and v[m]["accepted"] and v[m]["steps"] and v["ar"]["tokens"]:
+                    sums += switching_gain(v["ar"], v[m], interval)
+            cells.append(f"{sums[0] / sums[1]:.3f}x" if sums[1] else "-")
+            totals += sums
+        rows.append((m, cells, totals[0] / totals[1] if totals[1] else None))
+    if not rows:
+        return []
+    lines = ["", f"## Ceiling of switching (an oracle choosing `ar` or one tree every {interval} steps)", "",
+             "Speed-up over AR that a policy choosing perfectly between AR and this tree per interval would "
+             "reach on these turns (each tree's measured accepted lengths and seconds per step, AR's seconds "
+             "per token). A learned policy cannot beat this; where it is near 1.00x no policy can pay.", "",
+             "| tree | " + " | ".join([*benches, "all"]) + " |", "|---" * (len(benches) + 2) + "|"]
+    lines += [f"| {m} | " + " | ".join(cells) + f" | {'-' if total is None else f'{total:.3f}x'} |"
+              for m, cells, total in rows]
+    return lines
 
 
 def interval_sweep(records: list[dict], report_dir: Path, plt) -> list[str]:

@@ -139,3 +139,20 @@ def test_memory_map_guard_reads_this_process_against_the_kernel_limit():
 
     assert memory_maps_near_limit(0.0)  # any process holds some mappings
     assert not memory_maps_near_limit(1.0)  # and this one is far from vm.max_map_count
+
+
+def test_switching_ceiling_is_what_a_per_interval_oracle_over_ar_and_one_tree_reaches():
+    from resps_jax.report import switching_ceiling, switching_gain
+
+    # AR: 0.1 s per token. The tree: 0.2 s per step; its first 2-step interval commits 3 tokens each
+    # step (0.4 s against AR's 0.6: the tree), its second 1 token each (0.4 s against 0.2: AR).
+    ar = {"tokens": 9, "seconds": 0.9, "steps": 8, "accepted": []}
+    tree = {"tokens": 9, "seconds": 0.8, "steps": 4, "accepted": [3, 3, 1, 1]}
+    ar_seconds, oracle_seconds = switching_gain(ar, tree, interval=2)
+    assert (round(ar_seconds, 6), round(oracle_seconds, 6)) == (0.8, 0.6)
+    assert [round(v, 6) for v in switching_gain(ar, tree, interval=4)] == [0.8, 0.8]  # one interval: no gain
+    records = [dict(ar, benchmark="gsm8k", question_id=1, turn=0, method="ar"),
+               dict(tree, benchmark="gsm8k", question_id=1, turn=0, method="static:4,2,2"),
+               dict(ar, benchmark="gsm8k", question_id=1, turn=0, method="static:ar", accepted=[1] * 8)]
+    lines = switching_ceiling(records, ["gsm8k"], interval=2)
+    assert lines[-1] == "| static:4,2,2 | 1.333x | 1.333x |" and lines[-2].startswith("|---")  # `static:ar` is no tree
