@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.eval = eval_config(questions=2, max_new_tokens=24, grid_prompts="builtin", grid_questions=3, truncate_prompt=True)
 
     c.draft = ConfigDict()
+    c.draft.workdir = ""  # empty: the run's own workdir
     c.draft.prompts = "builtin"
     c.draft.sources = "distill"
     c.draft.text = "sharegpt"
