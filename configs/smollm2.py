@@ -83,9 +83,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.draft.epochs = 20  # upper bound; the time budget usually ends training first
     c.draft.minutes = 180.0  # wall-clock budget of one run; `--resume` continues a longer schedule
     c.draft.init_from_target = True  # lm_head rows and final norm copied from the target
-    # Continue an earlier head instead of starting afresh: an EAGLE-3 folder or "smollm2" (the
-    # shipped head), from draft.start_step of the schedule (smollm2-v1 stopped at 815 of 1200),
-    # e.g. --config.draft.init_from=smollm2 --config.draft.start_step=815 --config.draft.max_steps=2400
+    # Continue an earlier head instead of starting afresh: an EAGLE-3 folder, "smollm2" (the
+    # shipped head) or a shipped version, from draft.start_step of the schedule. smollm2-v2 is
+    # smollm2-v1 (815 steps) continued: --config.draft.init_from=smollm2-v1
+    # --config.draft.start_step=815 --config.draft.max_steps=1400 --config.draft.minutes=118
     c.draft.init_from = ""
     c.draft.start_step = 0
     c.draft.eval_prompts = 20  # held-out benchmark prompts (4 per benchmark) for top-1 agreement
