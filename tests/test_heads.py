@@ -24,6 +24,7 @@ def shipped(tmp_path, monkeypatch):
     """A random head exported by train_draft's writer, then shipped into a temporary heads folder."""
     monkeypatch.setattr(ship, "HEADS_DIR", tmp_path / "heads")
     monkeypatch.setattr(heads, "HEADS_DIR", tmp_path / "heads")
+    monkeypatch.setitem(heads.SHIPPED_HEADS, "smollm2", "smollm2-v1")  # what this fixture ships
     head = random_head()
     save_eagle3(head, tmp_path / "draft")
     (tmp_path / "report.json").write_text(json.dumps(REPORT))
