@@ -20,22 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from resps_jax.models.loading import cache_root
+
 
 def run_source(source: str, args, extra: list[str]) -> dict:
     workdir = Path(args.workdir) / source
+    if (workdir / "head_sources.json").is_file():  # a finished run is read, not redone
+        return json.loads((workdir / "head_sources.json").read_text())
     cmd = [sys.executable, "-m", "resps_jax.train_draft", "--config", args.config,
            f"--config.draft.workdir={workdir}", f"--config.draft.sources={source}",
            f"--config.draft.minutes={args.minutes}", f"--config.draft.max_steps={args.steps}",
            f"--config.draft.prompts={args.prompts}", f"--config.draft.max_prompts={args.distill_prompts}", *extra]
-    if (workdir / "head_sources.json").is_file():  # a finished run is read, not redone
-        return json.loads((workdir / "head_sources.json").read_text())
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -63,8 +64,7 @@ def main() -> None:
     parser.add_argument("--prompts", default="sharegpt", help="(b)'s prompt source (draft.prompts)")
     parser.add_argument("--config", default="configs/smollm2.py")
     parser.add_argument("--sources", default="text,distill")
-    parser.add_argument("--workdir", default=str(Path(os.environ.get("RESPS_JAX_CACHE", "~/.cache/resps_jax"))
-                                                 .expanduser() / "head_sources"))
+    parser.add_argument("--workdir", default=str(cache_root() / "head_sources"))
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     rows = [run_source(s, args, extra) for s in args.sources.split(",")]
     print(f"\nHead data sources, each from scratch: {args.minutes:g} training minutes, {args.steps}-step schedule")

@@ -51,11 +51,12 @@ def main() -> None:
         for r in range(args.rounds):
             for name in names:
                 rows = one_run(SETTINGS[name], args, Path(tmp) / f"{r}-{name}.json")
-                for row in rows:
-                    ms.setdefault((name, row["decoder"]), []).append(1000 * row["seconds"] / row["tokens"])
+                this_round = {row["decoder"]: 1000 * row["seconds"] / row["tokens"] for row in rows}
+                for decoder, value in this_round.items():
+                    ms.setdefault((name, decoder), []).append(value)
                 identical[name] = identical.get(name, True) and all(not row["mismatches"] for row in rows)
                 print(f"round {r + 1}, {name}: " + ", ".join(
-                    f"{row['decoder']} {1000 * row['seconds'] / row['tokens']:.1f} ms/token" for row in rows), flush=True)
+                    f"{decoder} {value:.1f} ms/token" for decoder, value in this_round.items()), flush=True)
     decoders = list(dict.fromkeys(d for _, d in ms))
     base = {d: statistics.median(ms[("default", d)]) for d in decoders} if "default" in names else None
     print(f"\nms per token (median of {args.rounds} rounds; {args.per_benchmark} prompt(s) per benchmark, "

@@ -47,12 +47,22 @@ def speeds(records: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def paired(records: list[dict], a: str, b: str, benchmark: str | None) -> tuple[np.ndarray, np.ndarray]:
-    by_key: dict = defaultdict(dict)
+def turn_key(record: dict) -> tuple[str, str, int]:
+    """(benchmark, question id, turn): what every method's record of one question-turn shares."""
+    return record["benchmark"], str(record["question_id"]), record["turn"]
+
+
+def by_turn(records: list[dict]) -> dict[tuple[str, str, int], dict[str, dict]]:
+    """{question-turn: {method: record}}."""
+    grouped: dict = defaultdict(dict)
     for r in records:
-        if benchmark is None or r["benchmark"] == benchmark:
-            by_key[(r["benchmark"], str(r["question_id"]), r["turn"])][r["method"]] = r["tokens_per_second"]
-    pairs = [(v[a], v[b]) for v in by_key.values() if a in v and b in v]
+        grouped[turn_key(r)][r["method"]] = r
+    return grouped
+
+
+def paired(records: list[dict], a: str, b: str, benchmark: str | None) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [(v[a]["tokens_per_second"], v[b]["tokens_per_second"]) for key, v in by_turn(records).items()
+             if (benchmark is None or key[0] == benchmark) and a in v and b in v]
     return np.asarray([p[0] for p in pairs]), np.asarray([p[1] for p in pairs])
 
 
@@ -93,7 +103,7 @@ def write_report(report_dir: Path, command: str = "") -> str:
     lines = ["# Re-SpS evaluation report", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    turns = len({(r["benchmark"], str(r["question_id"]), r["turn"]) for r in records})
+    turns = len({turn_key(r) for r in records})
     identical = sum(r["identical_to_ar"] for r in records)
     lines += [f"{turns} question-turns, {len(methods)} methods, {len(records)} records; "
               f"{identical}/{len(records)} outputs token-identical to our AR.", ""]
@@ -252,9 +262,7 @@ def switching_gain(ar: dict, tree: dict, interval: int) -> tuple[float, float]:
 
 def switching_ceiling(records: list[dict], benches: list[str], interval: int = 30) -> list[str]:
     """The most any policy switching between `ar` and one tree could gain on these very turns."""
-    by_key: dict = defaultdict(dict)
-    for r in records:
-        by_key[(r["benchmark"], str(r["question_id"]), r["turn"])][r["method"]] = r
+    by_key = by_turn(records)
     trees = [m for m in method_order({r["method"] for r in records})
              if (m.startswith("static:") or m.startswith("eagle3:")) and m != "static:ar"]
     rows = []
@@ -287,12 +295,10 @@ def interval_sweep(records: list[dict], report_dir: Path, plt) -> list[str]:
     sweep = sorted({int(r["method"].split("@")[1]) for r in records if r["method"].startswith("resps@")})
     if not sweep:
         return []
-    turns = set.intersection(*[{(r["benchmark"], str(r["question_id"]), r["turn"]) for r in records
-                                if r["method"] == f"resps@{n}"} for n in sweep])
+    turns = set.intersection(*[{turn_key(r) for r in records if r["method"] == f"resps@{n}"} for n in sweep])
     rows = []
     for n in sweep:
-        mine = [r for r in records if r["method"] == f"resps@{n}"
-                and (r["benchmark"], str(r["question_id"]), r["turn"]) in turns]
+        mine = [r for r in records if r["method"] == f"resps@{n}" and turn_key(r) in turns]
         seconds = float(np.mean([r["seconds"] for r in mine]))
         speed = sum(r["tokens"] for r in mine) / sum(r["seconds"] for r in mine)
         decisions = float(np.mean([len(r["actions"]) for r in mine]))

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             mngr.close()
             return 0
 
-    from resps_jax.heads import SHIPPED_HEADS
+    from resps_jax.heads import head_version
 
     engine = Engine(target.model)
     spec = SpeculativeEngine(engine, head, actions)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "ppo": vars_of(agent_cfg.ppo), "variant": rl.variant, "reward": rl.reward,
         "interval_eval": config.actions.interval_eval, "interval_train": config.actions.interval_train,
         "costs": {"ar_seconds": costs.ar_seconds, "relative": list(costs.relative)}, "model": config.model,
-        "draft": SHIPPED_HEADS.get(draft_spec(config), draft_spec(config)),  # the exact head version its rewards came from
+        "draft": head_version(draft_spec(config)),  # the exact head its rewards came from
     }
 
     writer = None

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from resps_jax.decoding.engine import Engine, GenerationConfig
     from resps_jax.models.eagle3 import Buffer, Eagle3Config
     from resps_jax.models.eagle3_train import TTTConfig, build_draft_vocab, make_optimizer, make_train_step
-    from resps_jax.heads import SHIPPED_HEADS
+    from resps_jax.heads import head_version
     from resps_jax.models.loading import load_target, parse_dtype, save_eagle3
     from resps_jax.prompting import encode_prompt, eos_token_ids
 
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "draft_vocab_size": d.vocab_size, "steps": step, "epochs": round(step / steps_per_epoch, 2),
         "heldout_before": before, "heldout_after": after,
         "assistant_tokens": int(train_mask.sum()), "minutes": d.minutes,
-        "init_from": SHIPPED_HEADS.get(init_from, init_from), "start_step": start_step,  # the exact version
+        "init_from": head_version(init_from), "start_step": start_step,  # the exact version
     }
     (workdir / "draft_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({"draft": str(workdir / "draft"), "steps": step, "heldout_top1": round(after["acc0"], 4),

@@ -14,10 +14,16 @@ HEADS_DIR = Path(__file__).resolve().parent
 SHIPPED_HEADS = {"smollm2": "smollm2-v2"}  # name -> the current version's folder
 
 
+def head_version(spec: str) -> str:
+    """The exact head a draft spec means: a model name's current shipped version, else the spec
+    itself (an exact version, a folder, `smollm2-trained`); what results and reports record."""
+    return SHIPPED_HEADS.get(spec, spec)
+
+
 def shipped_head_folder(name: str) -> Path | None:
     """The shipped head's folder for a model name (its current version) or for an exact version
     (`smollm2-v1`: what an older result or policy used), or None when none ships."""
-    version = SHIPPED_HEADS.get(name, name)
+    version = head_version(name)
     if not version or "/" in version or version.startswith("."):
         return None
     folder = HEADS_DIR / version

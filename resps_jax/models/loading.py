@@ -501,21 +501,18 @@ def resolve_draft_folder(spec: str) -> Path:
     The shipped name never silently switches to a locally trained head: a result that says
     `--draft smollm2` means the versioned head in resps_jax/heads/.
     """
-    if spec == EMBEDDED_DEFAULT:
-        from resps_jax.heads import shipped_head_folder
-
-        folder = shipped_head_folder(EMBEDDED_DEFAULT)
-        if folder is None:
-            raise UserError(
-                "no SmolLM2 head ships in this install (resps_jax/heads/); train one with `make head` "
-                f"and pass --draft {TRAINED_HEAD}"
-            )
-        return folder
-    if not Path(spec).expanduser().exists():  # an exact shipped version, e.g. smollm2-v1
+    # the model name always means the shipped head; an exact version (smollm2-v1) unless a local
+    # folder of that name exists
+    if spec == EMBEDDED_DEFAULT or not Path(spec).expanduser().exists():
         from resps_jax.heads import shipped_head_folder
 
         if (folder := shipped_head_folder(spec)) is not None:
             return folder
+        if spec == EMBEDDED_DEFAULT:
+            raise UserError(
+                "no SmolLM2 head ships in this install (resps_jax/heads/); train one with `make head` "
+                f"and pass --draft {TRAINED_HEAD}"
+            )
     if spec == TRAINED_HEAD:
         folder = trained_head_folder()
         if not (folder / "config.json").is_file():
