@@ -13,12 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 
 POLICIES_DIR = Path(__file__).resolve().parent
-SHIPPED_POLICIES = {"smollm2": "smollm2-v1"}  # name -> the current version's folder
+SHIPPED_POLICIES = {"smollm2": "smollm2-v2"}  # name -> the current version's folder
+
+
+def shipped_versions() -> list[str]:
+    """Every policy version folder in this install (`smollm2-v1`, `smollm2-v2`, ...)."""
+    return sorted(p.name for p in POLICIES_DIR.iterdir() if (p / "checkpoints").is_dir())
 
 
 def shipped_policy_folder(name: str) -> Path | None:
-    """The shipped policy's checkpoints folder for a model name, or None when none ships."""
-    version = SHIPPED_POLICIES.get(name)
+    """The checkpoints folder of a model name's current policy (`smollm2`) or of one exact
+    shipped version (`smollm2-v1`: what an older result used), or None when none ships."""
+    version = SHIPPED_POLICIES.get(name, name if name in shipped_versions() else None)
     if version is None:
         return None
     folder = POLICIES_DIR / version / "checkpoints"

@@ -74,11 +74,12 @@ def restore_into(mngr: ocp.CheckpointManager, step: int, agent: Agent, meta: dic
 
 def locate(path: str) -> tuple[Path, int | None]:
     """A checkpoints folder (latest step), one step folder inside it, or the name of a policy
-    shipped in resps_jax/policies/ (`smollm2`) -> (folder, step)."""
-    from resps_jax.policies import SHIPPED_POLICIES, shipped_policy_folder
+    shipped in resps_jax/policies/ (`smollm2`, or an exact version: `smollm2-v1`) -> (folder, step).
+    A local folder of that name wins."""
+    from resps_jax.policies import SHIPPED_POLICIES, shipped_policy_folder, shipped_versions
 
     folder = Path(path).expanduser()
-    if path in SHIPPED_POLICIES and not folder.exists():
+    if (path in SHIPPED_POLICIES or path in shipped_versions()) and not folder.exists():
         shipped = shipped_policy_folder(path)
         if shipped is None:
             raise UserError(f"no {path} policy ships in this install (resps_jax/policies/); train one with "
