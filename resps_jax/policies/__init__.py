@@ -18,6 +18,8 @@ SHIPPED_POLICIES = {"smollm2": "smollm2-v2"}  # name -> the current version's fo
 
 def shipped_versions() -> list[str]:
     """Every policy version folder in this install (`smollm2-v1`, `smollm2-v2`, ...)."""
+    if not POLICIES_DIR.is_dir():
+        return []
     return sorted(p.name for p in POLICIES_DIR.iterdir() if (p / "checkpoints").is_dir())
 
 
