@@ -16,18 +16,11 @@ POLICIES_DIR = Path(__file__).resolve().parent
 SHIPPED_POLICIES = {"smollm2": "smollm2-v2"}  # name -> the current version's folder
 
 
-def shipped_versions() -> list[str]:
-    """Every policy version folder in this install (`smollm2-v1`, `smollm2-v2`, ...)."""
-    if not POLICIES_DIR.is_dir():
-        return []
-    return sorted(p.name for p in POLICIES_DIR.iterdir() if (p / "checkpoints").is_dir())
-
-
 def shipped_policy_folder(name: str) -> Path | None:
     """The checkpoints folder of a model name's current policy (`smollm2`) or of one exact
     shipped version (`smollm2-v1`: what an older result used), or None when none ships."""
-    version = SHIPPED_POLICIES.get(name, name if name in shipped_versions() else None)
-    if version is None:
+    version = SHIPPED_POLICIES.get(name, name)
+    if not version or "/" in version or version.startswith("."):
         return None
     folder = POLICIES_DIR / version / "checkpoints"
     return folder if folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir()) else None

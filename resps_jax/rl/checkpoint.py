@@ -76,15 +76,15 @@ def locate(path: str) -> tuple[Path, int | None]:
     """A checkpoints folder (latest step), one step folder inside it, or the name of a policy
     shipped in resps_jax/policies/ (`smollm2`, or an exact version: `smollm2-v1`) -> (folder, step).
     A local folder of that name wins."""
-    from resps_jax.policies import SHIPPED_POLICIES, shipped_policy_folder, shipped_versions
+    from resps_jax.policies import SHIPPED_POLICIES, shipped_policy_folder
 
     folder = Path(path).expanduser()
-    if (path in SHIPPED_POLICIES or path in shipped_versions()) and not folder.exists():
-        shipped = shipped_policy_folder(path)
-        if shipped is None:
+    if not folder.exists():
+        if (shipped := shipped_policy_folder(path)) is not None:
+            return shipped, None
+        if path in SHIPPED_POLICIES:
             raise UserError(f"no {path} policy ships in this install (resps_jax/policies/); train one with "
                             f"`python -m resps_jax.train --config {path}` and pass its workdir")
-        return shipped, None
     if not folder.is_dir():
         raise UserError(f"policy checkpoint not found: {folder}")
     if folder.name.isdigit() and (folder / "meta").exists():
