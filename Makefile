@@ -21,20 +21,22 @@ $(STAMP): pyproject.toml
 
 # `make demo` is the project's main job on the embedded default, with the head shipped in
 # resps_jax/heads/ (no head training): a first speculative answer (AR, then a static tree),
-# a short Re-SpS policy training (PPO, online, resumable), an evaluation of AR, a static
-# tree, EAGLE-3's tree and the policy on one question per benchmark, and the report.
+# a short Re-SpS policy training (PPO, online, resumable) that continues the policy shipped in
+# resps_jax/policies/ on new questions with this machine's step costs, an evaluation of AR, a
+# static tree, EAGLE-3's tree and the policy on one question per benchmark, and the report.
+# DEMO_QUESTIONS counts from the first ShareGPT question: the shipped policy (v2) saw 822.
 RESPS_JAX_CACHE ?= $(HOME)/.cache/resps_jax
 DEMO_RUN ?= $(RESPS_JAX_CACHE)/runs/smollm2-demo
-DEMO_QUESTIONS ?= 40
+DEMO_QUESTIONS ?= 862
 DEMO_PROMPT := Explain in three sentences why the sky is blue.
 
 demo: setup
 	$(PY) -m resps_jax.generate --model smollm2 --mode ar --max-new-tokens 128 --prompt "$(DEMO_PROMPT)"
 	$(PY) -m resps_jax.generate --model smollm2 --draft smollm2 --mode static --max-new-tokens 128 \
 		--prompt "$(DEMO_PROMPT)"
-	$(PY) -m resps_jax.train --config smollm2 --config.workdir=$(DEMO_RUN) \
-		--config.rl.questions=$(DEMO_QUESTIONS) --resume
-	$(PY) -m resps_jax.evaluate --config smollm2 --config.workdir=$(DEMO_RUN) --questions 1 \
+	$(PY) -m resps_jax.train --config smollm2 --config.workdir=$(DEMO_RUN) --config.rl.init_from=smollm2 \
+		--config.rl.reward=modeled --config.rl.questions=$(DEMO_QUESTIONS) --resume
+	$(PY) -m resps_jax.evaluate --config smollm2 --config.workdir=$(DEMO_RUN) --config.rl.reward=modeled --questions 1 \
 		--methods "ar;static:4,2,2;eagle3:60,5,10;resps;resps_argmax"
 
 # A SmolLM2 head of your own (train_draft's default run, ~3 h here; resumes when interrupted),

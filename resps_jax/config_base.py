@@ -120,6 +120,10 @@ def rl_config(prompts: str, questions: int, max_new_tokens: int, max_prompt_toke
     rl.max_prompt_tokens = max_prompt_tokens  # longer questions are skipped so prompt + answer fit the cache
     rl.checkpoint_every = 1  # updates between checkpoints (a kill loses at most this many)
     rl.seed = 0
+    # A fresh workdir can start from another policy instead of from nothing: a checkpoints
+    # folder, "smollm2" (the shipped policy) or a shipped version. It goes on from that
+    # policy's data position; rl.questions still counts from the first question.
+    rl.init_from = ""
     return rl
 
 

@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ckpt_dir}: already trained on {position} questions (rl.questions={rl.questions})", flush=True)
             mngr.close()
             return 0
+    elif rl.init_from:  # a fresh workdir continuing another policy (the shipped one: `make demo`)
+        position = continue_from(rl.init_from, agent, actions, agent_cfg, rl.questions)
 
     from resps_jax.heads import head_version
 
@@ -222,6 +224,34 @@ def main(argv: list[str] | None = None) -> int:
     if is_writer():
         print(json.dumps(summary), flush=True)
     return 0
+
+
+def continue_from(source: str, agent, actions, agent_cfg, questions: int) -> int:
+    """Restore another run's (or a shipped) policy into `agent`, for a new workdir to go on
+    training it on the questions after the ones it saw; returns that data position. Its step
+    costs are not taken: they were measured on the machine that trained it, and the
+    modeled reward must use this one's."""
+    from resps_jax.distributed import is_writer
+    from resps_jax.rl import checkpoint as ckpt
+
+    folder, step = ckpt.locate(source)
+    source_mngr = ckpt.manager(folder)
+    try:
+        step = source_mngr.latest_step() if step is None else step
+        if step is None:
+            raise UserError(f"rl.init_from={source}: no policy checkpoint in {folder}")
+        meta = ckpt.read_meta(source_mngr, step, folder)
+        ckpt.check_compatible(meta, actions, agent_cfg.obs_dim, agent_cfg.hidden, folder)
+        ckpt.restore_into(source_mngr, step, agent, meta, folder)
+    finally:
+        source_mngr.close()
+    position = int(meta["position"])
+    if position >= questions:
+        raise UserError(f"rl.init_from={source} has already trained on {position} questions; rl.questions="
+                        f"{questions} counts from the first question, so set it past {position}")
+    if is_writer():
+        print(f"continuing {source} (update {agent.updates}, question {position})", flush=True)
+    return position
 
 
 def vars_of(cfg) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,6 +137,27 @@ def test_resume_of_a_finished_run_returns_at_once(trained):
     assert sorted(p.name for p in (cache / "runs" / "tiny" / "checkpoints").iterdir()) == before
 
 
+def test_init_from_continues_another_policy_on_the_next_questions(trained, tmp_path):
+    cache, source_summary = trained
+    source = cache / "runs" / "tiny" / "checkpoints"
+    before = sorted((p.relative_to(source), p.stat().st_mtime_ns) for p in source.rglob("*"))
+    workdir = tmp_path / "continued"
+    result = train(cache, f"--config.workdir={workdir}", f"--config.rl.init_from={source}", "--config.rl.questions=32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "question 24" in result.stdout.splitlines()[0]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["position"] == 32 and summary["turns_this_run"] == 8
+    assert summary["updates"] > source_summary["updates"]  # its optimizer and update count go on
+    turns = [json.loads(x) for x in (workdir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in turns if r["type"] == "turn"] == list(range(24, 32))  # new questions only
+    assert sorted((p.relative_to(source), p.stat().st_mtime_ns) for p in source.rglob("*")) == before
+    # nothing left to train, or another network: one line, before any work
+    one_error_line(train(cache, f"--config.workdir={tmp_path / 'b'}", f"--config.rl.init_from={source}"),
+                   "already trained on 24 questions")
+    one_error_line(train(cache, f"--config.workdir={tmp_path / 'c'}", f"--config.rl.init_from={source}",
+                         "--config.rl.questions=32", "--config.rl.hidden=8,8"), "network")
+
+
 def evaluate(cache: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "resps_jax.evaluate", "--config", "tiny", *args],
                           capture_output=True, text=True, env=env_for(cache), cwd=cache, timeout=600)
@@ -220,3 +242,6 @@ def test_the_policy_shipped_for_smollm2_matches_its_config():
                      tuple(int(w) for w in config.rl.hidden.split(",")), locate("smollm2")[0])
     probs = agent.probabilities(np.zeros(agent.cfg.obs_dim, np.float32))
     assert probs.shape == (len(meta["actions"]),) and abs(float(probs.sum()) - 1) < 1e-5
+    # `make demo` continues it (rl.init_from=smollm2) up to DEMO_QUESTIONS: past what it saw
+    demo_questions = int(re.search(r"^DEMO_QUESTIONS \?= (\d+)$", (REPO / "Makefile").read_text(), re.M).group(1))
+    assert demo_questions > int(meta["position"])
