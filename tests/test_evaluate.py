@@ -115,6 +115,24 @@ def test_report_compares_the_policy_with_the_grid_search_pick(evaluated, tmp_pat
     assert "- Overall: resps / the grid search's pick (static:8,3,2, chosen on training prompts) = 2.000x" in text
 
 
+def test_plain_ar_stands_for_static_ar_when_the_policy_can_choose_ar(evaluated, tmp_path):
+    """A run without `static:ar` must not call a losing tree the best static action when the
+    policy's own set holds `ar` (session 15's report did)."""
+    import shutil
+
+    from resps_jax.report import write_report
+
+    for actions, listed in ((["ar", "8,3,2"], "static:8,3,2, ar"), (["8,3,2"], "static:8,3,2)")):
+        report = tmp_path / "-".join(actions) / "report"
+        shutil.copytree(evaluated / "runs" / "tiny" / "report", report)
+        records = [json.loads(x) for x in (report / "results.jsonl").read_text().splitlines()]
+        records = [r for r in records if r["method"] != "static:ar"]
+        records += [dict(r, method="resps", actions=actions) for r in records if r["method"] == "static:8,3,2"]
+        (report / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        text = Path(write_report(report)).read_text()
+        assert f"of those run: {listed}" in text, text
+
+
 def test_grid_pick_runs_once_when_the_static_methods_already_hold_it():
     from resps_jax.evaluate import method_names
     from configs.tiny import get_config
