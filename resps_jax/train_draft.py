@@ -84,17 +84,15 @@ def _init_head(target, head_cfg, d2t: np.ndarray, from_target: bool, seed: int):
     return head
 
 
-def _head_to_continue(spec: str, target_cfg, head_cfg, d2t: np.ndarray):
-    """The head named by draft.init_from, checked against the one this run would build: a head
-    over another draft vocabulary or shape cannot continue on these rows."""
+def _head_to_continue(spec: str, target_cfg, head_cfg):
+    """The head named by draft.init_from, checked against the one this run would build. It keeps
+    its own draft vocabulary, so it can continue on other sources (e.g. self-distilled rows mixed
+    in): their tokens outside that vocabulary are the rows' out-of-vocabulary targets, as ever."""
     from resps_jax.models.loading import load_head
 
     head = load_head(spec, target_cfg)
     if head.cfg != head_cfg:
         raise UserError(f"draft.init_from {spec!r}: its config differs from this run's head ({head.cfg} vs {head_cfg})")
-    if not np.array_equal(np.asarray(head.d2t[...]), d2t):
-        raise UserError(f"draft.init_from {spec!r}: its draft vocabulary differs from the one these training rows "
-                        "build (other data, draft.sources or draft.vocab_size)")
     return head
 
 
@@ -167,17 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     eval_answers = distill_answers(eval_prompts, distill_dir / f"heldout-{d.answer_tokens}.jsonl", answer, d.gen_batch,
                                    desc="answering held-out prompts")
 
-    # 2. draft vocabulary from the assistant tokens of the training rows
-    d2t = build_draft_vocab((t for _, a in rows for t in a), target.cfg.vocab_size, d.vocab_size)
-    used_ids = jnp.asarray(np.arange(d.vocab_size) + d2t, jnp.int32)
-    # the head, here so that a head given to continue is checked before any features are computed
+    # 2. the head and its draft vocabulary: a new head's from the assistant tokens of the training
+    # rows; a continued one (e.g. the shipped head) keeps its own. Here so that a head given to
+    # continue is checked before any features are computed.
     head_cfg = Eagle3Config.for_target(target.cfg, draft_vocab_size=d.vocab_size)
     init_from = str(d.get("init_from", "") or "")
     start_step = int(d.get("start_step", 0)) if init_from else 0
-    if init_from:  # continue an earlier head (e.g. the shipped one) on the rows after its own
-        head = _head_to_continue(init_from, target.cfg, head_cfg, d2t)
+    if init_from:
+        head = _head_to_continue(init_from, target.cfg, head_cfg)
+        d2t = np.asarray(head.d2t[...])
     else:
+        d2t = build_draft_vocab((t for _, a in rows for t in a), target.cfg.vocab_size, d.vocab_size)
         head = _init_head(target, head_cfg, d2t, d.init_from_target, config.seed)
+    used_ids = jnp.asarray(np.arange(d.vocab_size) + d2t, jnp.int32)
 
     # 3. frozen target features: precomputed when they fit draft.feature_cache_gb, else per batch
     graphdef_t, params_t = nnx.split(target.model)

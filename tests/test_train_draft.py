@@ -96,6 +96,23 @@ def test_init_from_continues_an_earlier_head_from_its_step(trained, tmp_path):
         assert before["heldout_before"][key] == pytest.approx(value, abs=1e-5), key
 
 
+def test_a_continued_head_keeps_its_vocabulary_on_other_sources(trained, tmp_path):
+    """Mixing ShareGPT text into a head trained on distilled rows would build another draft
+    vocabulary from the rows; the continued head keeps its own instead of being refused."""
+    cache, _ = trained
+    first = cache / "runs" / "tiny" / "draft"
+    workdir = tmp_path / "mixed"
+    args = [f"--config.workdir={workdir}", f"--config.draft.init_from={first}", "--config.draft.start_step=3",
+            "--config.draft.sources=distill,text", "--config.draft.text_max=8"]
+    result = run(args, cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((workdir / "draft_report.json").read_text())
+    assert report["train_prompts"] == 16  # 8 distilled + 8 text rows
+    target_cfg = read_llama_config(cache / "tiny" / "tiny-seed0")
+    before, after = load_eagle3(first, target_cfg), load_eagle3(workdir / "draft", target_cfg)
+    np.testing.assert_array_equal(np.asarray(after.d2t[...]), np.asarray(before.d2t[...]))
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--config.draft.vocab_size=150"], "differs"),
     (["--config.draft.start_step=4"], "start_step 4"),
