@@ -102,6 +102,7 @@ def test_kill_9_then_resume_continues_at_the_checkpoint(tmp_path):
     assert f"at question {saved}" in resumed.stdout
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["position"] == 60 and summary["turns_this_run"] == 60 - saved
+    assert summary["executables"]["act"] == 1 and summary["executables"]["update"] == 1  # none added by the restore
     turns = [json.loads(x) for x in (workdir / "train_log.jsonl").read_text().splitlines()]
     after = [r["question"] for r in turns if r["type"] == "turn"][-summary["turns_this_run"]:]
     assert after == list(range(saved, 60))  # same data position: nothing skipped, nothing repeated
@@ -148,6 +149,8 @@ def test_init_from_continues_another_policy_on_the_next_questions(trained, tmp_p
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["position"] == 32 and summary["turns_this_run"] == 8
     assert summary["updates"] > source_summary["updates"]  # its optimizer and update count go on
+    # a restored policy (its key included) compiles its forward and update once, as a fresh one does
+    assert summary["executables"]["act"] == 1 and summary["executables"]["update"] == 1
     turns = [json.loads(x) for x in (workdir / "train_log.jsonl").read_text().splitlines()]
     assert [r["question"] for r in turns if r["type"] == "turn"] == list(range(24, 32))  # new questions only
     assert sorted((p.relative_to(source), p.stat().st_mtime_ns) for p in source.rglob("*")) == before

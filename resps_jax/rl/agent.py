@@ -177,5 +177,8 @@ class Agent:
         self.updates = int(meta["updates"])
         if self.cfg.normalize:
             self.norm = RunningNorm.from_json(meta["norm"])
-        self.key = jax.random.wrap_key_data(jnp.asarray(meta["key"], jnp.uint32))
+        # committed where the parameters live, as the key act returns is: an uncommitted key
+        # would make the first act after a restore compile a second executable
+        key = jax.random.wrap_key_data(jnp.asarray(meta["key"], jnp.uint32))
+        self.key = jax.device_put(key, jax.tree.leaves(self.params)[0].sharding)
         self.buffer = [Transition.from_json(t) for t in meta["buffer"]]
