@@ -6,7 +6,8 @@ import pytest
 
 from resps_jax.decoding.engine import GenerationResult
 from resps_jax.errors import UserError
-from resps_jax.rl.env import StepCosts, interval_rewards, steady_seconds_per_step
+from resps_jax.rl import env
+from resps_jax.rl.env import StepCosts, interval_rewards, measure_step_costs, steady_seconds_per_step
 
 COSTS = StepCosts(ar_seconds=0.04, relative=(1.0, 1.6, 2.5))
 
@@ -36,3 +37,15 @@ def test_step_cost_leaves_out_the_first_interval_and_its_prompt_catch_up():
     intervals = [(1, 30, 20, 1.2), (1, 30, 20, 0.4), (1, 25, 10, 0.2)]
     assert steady_seconds_per_step(intervals) == pytest.approx(0.6 / 30)
     assert steady_seconds_per_step(intervals[:1]) == pytest.approx(1.2 / 20)  # nothing later: the first
+
+
+def test_step_costs_are_per_round_ratios_so_drift_and_bursts_cancel(monkeypatch):
+    # (AR seconds per token, each action's seconds per step) per round; round 0 compiles
+    rounds = iter([(9.0, [90.0, 90.0]),  # the compile pass: ignored
+                   (0.04, [0.04, 0.08]),
+                   (0.08, [0.08, 0.16]),  # the whole machine 2x slower: same ratios
+                   (0.04, [0.04, 0.80])])  # a burst of other work during one action
+    monkeypatch.setattr(env, "_one_round", lambda *args: next(rounds))
+    costs = measure_step_costs(spec=None, prompt_ids=[1], eos=(), rounds=3)
+    assert costs.relative == pytest.approx((1.0, 2.0))
+    assert costs.ar_seconds == pytest.approx(0.04)

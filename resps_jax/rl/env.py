@@ -33,31 +33,36 @@ class StepCosts:
 
 
 def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tuple[int, ...], steps: int = 24,
-                       repeats: int = 2, cache_len: int | None = None) -> StepCosts:
-    """Time plain AR and every action on one prompt (after a compile run), best of `repeats`.
+                       rounds: int = 3, cache_len: int | None = None) -> StepCosts:
+    """Time plain AR and every action on one prompt in interleaved rounds (after a compile
+    pass); each cost is the median over rounds of the action's time over the same round's AR.
 
-    Pass the run's own `cache_len`: attention cost grows with the cache, and measuring at
-    the run's length also compiles every executable the run will use, before any timing.
+    Timing AR once and then each action in turn (best of a few) let the machine's drift land
+    between the two: five such start-ups of one config read `ar` at 0.85-1.04 AR steps and
+    16/4/4 at 2.37-2.99. A ratio within one round cancels slow drift, and the median drops a
+    round that a burst of other work hit. Pass the run's own `cache_len`: attention cost grows
+    with the cache, and measuring at the run's length also compiles every executable the run
+    will use, before any timing.
     """
+    per_round = [_one_round(spec, prompt_ids, steps, cache_len) for _ in range(rounds + 1)][1:]  # first compiles
+    ar_seconds = [ar for ar, _ in per_round]  # [rounds]
+    ratios = np.array([[c / ar for c in action_seconds] for ar, action_seconds in per_round])  # [rounds, A]
+    return StepCosts(float(np.median(ar_seconds)), tuple(float(r) for r in np.median(ratios, axis=0)))
+
+
+def _one_round(spec: SpeculativeEngine, prompt_ids: list[int], steps: int,
+               cache_len: int | None) -> tuple[float, list[float]]:
+    """Seconds per plain AR token, then each action's seconds per steady step, back to back."""
     engine = spec.engine
-    gen = GenerationConfig(max_new_tokens=steps + 1, cache_len=cache_len)
-    one = GenerationConfig(max_new_tokens=1, cache_len=cache_len)
-
-    def ar_per_token() -> float:
-        full = min(_timed(lambda: engine.generate(prompt_ids, gen, ())) for _ in range(repeats + 1))
-        prefill = min(_timed(lambda: engine.generate(prompt_ids, one, ())) for _ in range(repeats + 1))
-        return max(full - prefill, 1e-9) / steps
-
-    ar = ar_per_token()
-    costs = []
+    full = _timed(lambda: engine.generate(prompt_ids, GenerationConfig(max_new_tokens=steps + 1, cache_len=cache_len), ()))
+    prefill = _timed(lambda: engine.generate(prompt_ids, GenerationConfig(max_new_tokens=1, cache_len=cache_len), ()))
+    ar = max(full - prefill, 1e-9) / steps
+    action_seconds = []
     for index in range(len(spec.actions)):
-        best = float("inf")
-        for _ in range(repeats + 1):  # the first run compiles
-            result = spec.generate(prompt_ids, GenerationConfig(max_new_tokens=4 * steps, cache_len=cache_len), (),
-                                   policy=lambda _taps, i=index: i, interval=steps)
-            best = min(best, steady_seconds_per_step(result.intervals))
-        costs.append(best / ar)
-    return StepCosts(ar, tuple(costs))
+        result = spec.generate(prompt_ids, GenerationConfig(max_new_tokens=4 * steps, cache_len=cache_len), (),
+                               policy=lambda _taps, i=index: i, interval=steps)
+        action_seconds.append(steady_seconds_per_step(result.intervals))
+    return ar, action_seconds
 
 
 def steady_seconds_per_step(intervals: Sequence[tuple[int, int, int, float]]) -> float:
