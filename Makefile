@@ -44,11 +44,13 @@ demo: setup
 head: setup
 	$(PY) -m resps_jax.train_draft --config configs/smollm2.py --resume
 
+# Test files run in parallel worker processes (pytest-xdist; one file stays on one worker so its
+# module fixtures build once): 973 s against 1114 s in one process on this 2-core machine.
 test: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --maxprocesses 4 --dist loadfile
 
 test-all: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # llama.cpp (the [bench] extra) builds from its sdist: about 12 minutes on 2 cores, once.
 bench: setup

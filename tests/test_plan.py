@@ -65,6 +65,7 @@ def run_plan(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "resps_jax.plan", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # ~20 s: the CLI over the plan math the other tests check to the byte
 def test_plan_cli_prints_fits_for_the_paper_setups(capsys):
     for args in (
         ["--config", f"{CONFIGS}/llama70b.py", "--config.mesh.shape=1x4", "--config.device_memory_gib=80"],

@@ -42,6 +42,7 @@ def test_config_is_smollm2(ours):
     assert cfg.tap_layers == (2, 15, 27)
 
 
+@pytest.mark.slow  # ~70 s with the torch model's load; parity is the tiny models' job, the GGUF layout test_gguf's
 def test_greedy_64_tokens_match_transformers(ours, reference):
     target, engine = ours
     eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)

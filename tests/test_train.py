@@ -138,6 +138,7 @@ def test_resume_of_a_finished_run_returns_at_once(trained):
     assert sorted(p.name for p in (cache / "runs" / "tiny" / "checkpoints").iterdir()) == before
 
 
+@pytest.mark.slow  # ~40 s: the restore path (and its one-executable check) is kill -9 + --resume's, in the default suite
 def test_init_from_continues_another_policy_on_the_next_questions(trained, tmp_path):
     cache, source_summary = trained
     source = cache / "runs" / "tiny" / "checkpoints"
@@ -166,6 +167,7 @@ def evaluate(cache: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env_for(cache), cwd=cache, timeout=600)
 
 
+@pytest.mark.slow  # ~25 s: Fig. 3's sweep is evaluate with resps@N methods, each a resps run the default suite covers
 def test_interval_sweep_records_each_n_and_plots_fig3(trained):
     cache, _ = trained
     result = evaluate(cache, "--questions", "1", "--benchmarks", "gsm8k", "--methods", "ar",
@@ -184,6 +186,7 @@ def test_interval_sweep_records_each_n_and_plots_fig3(trained):
     assert bad.returncode == 2 and "must be >= 1" in bad.stderr
 
 
+@pytest.mark.slow  # ~40 s: the Table-8 profiling mode; the default suite's evaluate tests run the same engine
 def test_profile_times_each_piece_of_every_tree_step(trained):
     cache, _ = trained
     result = evaluate(cache, "--questions", "1", "--benchmarks", "gsm8k", "--profile")

@@ -96,6 +96,7 @@ def test_init_from_continues_an_earlier_head_from_its_step(trained, tmp_path):
         assert before["heldout_before"][key] == pytest.approx(value, abs=1e-5), key
 
 
+@pytest.mark.slow  # ~20 s: a second continued run; test_init_from_continues_an_earlier_head_from_its_step covers init_from
 def test_a_continued_head_keeps_its_vocabulary_on_other_sources(trained, tmp_path):
     """Mixing ShareGPT text into a head trained on distilled rows would build another draft
     vocabulary from the rows; the continued head keeps its own instead of being refused."""
