@@ -1,0 +1,58 @@
+"""What a policy chooses at a turn's first decision (the prompt's end) against later ones.
+
+Decodes 30 training questions the shipped policy never saw (ShareGPT 900-929, first
+turns, 64 tokens, `ar` throughout so the text is AR's) with a decision every 10 steps, keeps
+the target features each decision saw, and prints the policy's mean action probabilities
+at decisions 0, 1 and 2, how often its argmax is `ar`, and how large the normalised state
+gets (a saturated input would explain a collapsed choice; it does not here).
+
+    python benchmarks/policy_first_decision.py [--policy smollm2]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="smollm2", help="a shipped policy name or a checkpoints folder")
+    args = parser.parse_args()
+    from resps_jax.config_cli import parse_config_args, resolve_config_argv
+    from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+    from resps_jax.rl.actions import config_actions
+    from resps_jax.rl.checkpoint import load_policy
+    from resps_jax.runtime import setup_runtime
+    from resps_jax.train import load_pair, training_questions
+
+    setup_runtime()
+    config, _ = parse_config_args(resolve_config_argv(["--config", "smollm2", "--config.rl.questions=1000"]))
+    target, head = load_pair(config, np.float32)
+    agent, meta = load_policy(args.policy)
+    spec = SpeculativeEngine(Engine(target.model), head, config_actions(config.actions))
+    questions = training_questions(config, target.tokenizer)[900:930]  # past what v2 trained on (822)
+    states: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
+    for question in questions:
+        seen: list[np.ndarray] = []
+
+        def record(taps, seen=seen) -> int:
+            seen.append(np.asarray(taps).copy())
+            return 0  # `ar`: the text is AR's whatever the policy would pick
+
+        spec.generate(question, GenerationConfig(max_new_tokens=64, cache_len=640), (), policy=record, interval=10)
+        for k in states:
+            if len(seen) > k:
+                states[k].append(seen[k])
+    names = meta["actions"]
+    for k, taps in states.items():
+        probs = np.array([agent.probabilities(t) for t in taps])  # [n, A]
+        obs = np.array([agent.norm(agent.features(t)) for t in taps])  # [n, D] as the actor sees it
+        print(f"decision {k}: n={len(taps)} mean probs " + ", ".join(f"{n} {p:.2f}" for n, p in zip(names, probs.mean(0)))
+              + f"; argmax ar {np.mean(probs.argmax(1) == names.index('ar')):.2f}; |obs| > 5 share "
+              f"{np.mean(np.abs(obs) > 5):.4f}, max |obs| {np.abs(obs).max():.1f}")
+
+
+if __name__ == "__main__":
+    main()
