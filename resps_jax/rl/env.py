@@ -38,9 +38,10 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tupl
     pass); each cost is the median over rounds of the action's time over the same round's AR.
 
     Timing AR once and then each action in turn (best of a few) let the machine's drift land
-    between the two: five such start-ups of one config read `ar` at 0.85-1.04 AR steps and
-    16/4/4 at 2.37-2.99. A ratio within one round cancels slow drift, and the median drops a
-    round that a burst of other work hit. Pass the run's own `cache_len`: attention cost grows
+    between the two: four such start-ups (session 16's ablations, same engine and actions) read
+    `ar` at 0.85-1.04 AR steps and 16/4/4 at 2.37-2.99. A ratio within one round cancels slow
+    drift, and the median drops a round that a burst of other work hit: the worst spread over
+    three calibrations fell from 1.30 to 1.19 (benchmarks/step_cost_spread.py). Pass the run's own `cache_len`: attention cost grows
     with the cache, and measuring at the run's length also compiles every executable the run
     will use, before any timing.
     """
