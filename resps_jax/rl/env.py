@@ -41,9 +41,10 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tupl
     between the two: four such start-ups (session 16's ablations, same engine and actions) read
     `ar` at 0.85-1.04 AR steps and 16/4/4 at 2.37-2.99. A ratio within one round cancels slow
     drift, and the median drops a round that a burst of other work hit: the worst spread over
-    three calibrations fell from 1.30 to 1.19 (benchmarks/step_cost_spread.py). Pass the run's own `cache_len`: attention cost grows
-    with the cache, and measuring at the run's length also compiles every executable the run
-    will use, before any timing.
+    three calibrations fell from 1.30 to 1.19 (benchmarks/step_cost_spread.py).
+
+    Pass the run's own `cache_len`: attention cost grows with the cache, and measuring at the
+    run's length also compiles every executable the run will use, before any timing.
     """
     per_round = [_one_round(spec, prompt_ids, steps, cache_len) for _ in range(rounds + 1)][1:]  # first compiles
     ar_seconds = [ar for ar, _ in per_round]  # [rounds]
