@@ -36,7 +36,8 @@ def build_agent_config(config, obs_dim: int, num_actions: int):
         hidden = tuple(int(v) for v in str(rl.hidden).split(",") if v.strip())
         ppo = PPOConfig(lr=rl.lr, n_steps=rl.n_steps, batch_size=rl.batch_size, epochs=rl.epochs, clip=rl.clip,
                         gamma=pick("gamma"), gae_lambda=pick("gae_lambda"), ent_coef=pick("ent_coef"),
-                        vf_coef=rl.vf_coef, max_grad_norm=rl.max_grad_norm, bandit=rl.bandit)
+                        vf_coef=rl.vf_coef, max_grad_norm=rl.max_grad_norm, bandit=rl.bandit,
+                        target_kl=rl.target_kl)
     except ValueError as err:
         raise UserError(f"bad rl settings: {err}") from None
     if not hidden or min(hidden) < 1:

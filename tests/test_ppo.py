@@ -125,3 +125,21 @@ def test_gae_matches_a_hand_computation():
     np.testing.assert_allclose(ret, np.asarray(expect) + values, rtol=1e-5, atol=1e-6)
     bandit_adv, _ = gae(rewards, values, np.ones(4, bool), last, gamma, lam)
     np.testing.assert_allclose(bandit_adv, rewards - values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target_kl, expected_steps", [(0.0, 8), (1e3, 8), (1e-7, 1)])
+def test_target_kl_stops_an_update_once_the_policy_has_moved(target_kl, expected_steps):
+    """SB3's early stop: the first minibatch sees the rollout policy itself (KL 0) and always
+    steps; with a tiny target every later minibatch is past it, so exactly one step lands and the
+    parameters then stay where that step left them. Off (0) or loose: all 4 epochs x 2 steps."""
+    v = variant_defaults("standard")
+    v.pop("temperature")
+    cfg = AgentConfig(obs_dim=3 * H, num_actions=A, ppo=PPOConfig(bandit=True, target_kl=target_kl, **v))
+    agent, env = Agent(cfg, seed=0), Contexts(seed=3)
+    while not agent.ready():
+        c = env.rng.randint(A)
+        agent.end_turn([1.0 if agent.decide(env.features(c)) == c else 0.0])
+    before = agent.probabilities(env.features(0))
+    metrics = agent.update()
+    assert metrics["steps_taken"] == expected_steps
+    assert not np.allclose(agent.probabilities(env.features(0)), before)  # the first step always lands

@@ -37,6 +37,9 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     bandit: bool = False  # every transition terminal (the paper code's form)
+    # SB3's target_kl: the update stops taking gradient steps once a minibatch's approximate KL
+    # to the rollout policy passes 1.5 x target_kl (0: never stops, Table 4's setting).
+    target_kl: float = 0.0
 
     def __post_init__(self):
         if self.n_steps % self.batch_size:
@@ -101,22 +104,32 @@ def _update(graphdef, tx, cfg: PPOConfig, params, opt_state, batch, key):
     n_mb = n // cfg.batch_size
 
     def minibatch_step(carry, rows):
-        params, opt_state = carry
+        params, opt_state, stopped = carry
         mb = jax.tree.map(lambda x: x[rows], batch)
 
         def loss_fn(p):
             return ppo_loss(nnx.merge(graphdef, p), *mb, cfg)
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), metrics
+        # the KL is measured before this minibatch's step, as SB3 does; once stopped, the
+        # remaining minibatches of every epoch leave the parameters as they are (static shapes)
+        if cfg.target_kl > 0:
+            stopped = stopped | (metrics["approx_kl"] > 1.5 * cfg.target_kl)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        keep = lambda old, new: jax.tree.map(lambda o, u: jnp.where(stopped, o, u), old, new)  # noqa: E731
+        params = keep(params, optax.apply_updates(params, updates))
+        opt_state = keep(opt_state, new_opt_state)
+        metrics["steps_taken"] = 1.0 - stopped.astype(jnp.float32)
+        return (params, opt_state, stopped), metrics
 
     def epoch(carry, epoch_key):
         order = jax.random.permutation(epoch_key, n).reshape(n_mb, cfg.batch_size)
         return jax.lax.scan(minibatch_step, carry, order)
 
-    (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, cfg.epochs))
-    return params, opt_state, jax.tree.map(jnp.mean, metrics)
+    carry = (params, opt_state, jnp.asarray(False))
+    (params, opt_state, _), metrics = jax.lax.scan(epoch, carry, jax.random.split(key, cfg.epochs))
+    steps_taken = metrics.pop("steps_taken").sum()  # gradient steps this update applied
+    return params, opt_state, {**jax.tree.map(jnp.mean, metrics), "steps_taken": steps_taken}
 
 
 def make_update(graphdef, tx: optax.GradientTransformation, cfg: PPOConfig):
