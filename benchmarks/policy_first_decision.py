@@ -22,6 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     from resps_jax.config_cli import parse_config_args, resolve_config_argv
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+    from resps_jax.models.cache import plan_cache_length
     from resps_jax.rl.actions import config_actions
     from resps_jax.rl.checkpoint import load_policy
     from resps_jax.runtime import setup_runtime
@@ -33,6 +34,9 @@ def main() -> None:
     agent, meta = load_policy(args.policy)
     spec = SpeculativeEngine(Engine(target.model), head, config_actions(config.actions))
     questions = training_questions(config, target.tokenizer)[900:930]  # past what v2 trained on (822)
+    new_tokens = 64
+    cache_len = plan_cache_length(config.rl.max_prompt_tokens, new_tokens, spec.tree_margin,
+                                  target.cfg.max_position_embeddings)  # one length, as training plans it
     states: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
     for question in questions:
         seen: list[np.ndarray] = []
@@ -41,7 +45,7 @@ def main() -> None:
             seen.append(np.asarray(taps).copy())
             return 0  # `ar`: the text is AR's whatever the policy would pick
 
-        spec.generate(question, GenerationConfig(max_new_tokens=64, cache_len=640), (), policy=record, interval=10)
+        spec.generate(question, GenerationConfig(max_new_tokens=new_tokens, cache_len=cache_len), (), policy=record, interval=10)
         for k in states:
             if len(seen) > k:
                 states[k].append(seen[k])

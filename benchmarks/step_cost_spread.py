@@ -65,7 +65,7 @@ def main() -> None:
     runs: dict[str, list[list[float]]] = {"sequential": [], "rounds": []}
     for k in range(args.calibrations):
         runs["sequential"].append(sequential_costs(spec, question, cache_len))
-        runs["rounds"].append(list(measure_step_costs(spec, question, (), cache_len=cache_len).relative))
+        runs["rounds"].append(list(measure_step_costs(spec, question, cache_len=cache_len).relative))
         for way in runs:
             print(f"calibration {k + 1} {way:>10}: " + ", ".join(f"{n} {c:.3f}" for n, c in zip(names, runs[way][-1])),
                   flush=True)

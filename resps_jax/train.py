@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = GenerationConfig(max_new_tokens=rl.max_new_tokens, temperature=0.0, cache_len=cache_len)
     warmed: set[int] = set()
     if costs is None:  # once per run: plain AR speed and each action's step cost (and every compile)
-        costs = measure_step_costs(spec, questions[0], eos, cache_len=cache_len)
+        costs = measure_step_costs(spec, questions[0], cache_len=cache_len)
     spec.warm_up(questions[0], gen, eos)  # every action compiled before any timed interval (also on resume)
     for ids in {len(q): q for q in questions}.values():  # every prompt bucket's prefill, untimed
         if prefill_bucket(len(ids), cache_len) not in warmed:

@@ -46,6 +46,6 @@ def test_step_costs_are_per_round_ratios_so_drift_and_bursts_cancel(monkeypatch)
                    (0.08, [0.08, 0.16]),  # the whole machine 2x slower: same ratios
                    (0.04, [0.04, 0.80])])  # a burst of other work during one action
     monkeypatch.setattr(env, "_one_round", lambda *args: next(rounds))
-    costs = measure_step_costs(spec=None, prompt_ids=[1], eos=(), rounds=3)
+    costs = measure_step_costs(spec=None, prompt_ids=[1], rounds=3)
     assert costs.relative == pytest.approx((1.0, 2.0))
     assert costs.ar_seconds == pytest.approx(0.04)

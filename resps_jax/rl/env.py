@@ -32,8 +32,8 @@ class StepCosts:
     relative: tuple[float, ...]
 
 
-def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tuple[int, ...], steps: int = 24,
-                       rounds: int = 3, cache_len: int | None = None) -> StepCosts:
+def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], steps: int = 24, rounds: int = 3,
+                       cache_len: int | None = None) -> StepCosts:
     """Time plain AR and every action on one prompt in interleaved rounds (after a compile
     pass); each cost is the median over rounds of the action's time over the same round's AR.
 
@@ -43,8 +43,9 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], eos: tupl
     drift, and the median drops a round that a burst of other work hit: the worst spread over
     three calibrations fell from 1.30 to 1.19 (benchmarks/step_cost_spread.py).
 
-    Pass the run's own `cache_len`: attention cost grows with the cache, and measuring at the
-    run's length also compiles every executable the run will use, before any timing.
+    No EOS stops a timed run, so every round decodes the same number of steps. Pass the run's
+    own `cache_len`: attention cost grows with the cache, and measuring at the run's length
+    also compiles every executable the run will use, before any timing.
     """
     per_round = [_one_round(spec, prompt_ids, steps, cache_len) for _ in range(rounds + 1)][1:]  # first compiles
     ar_seconds = [ar for ar, _ in per_round]  # [rounds]
