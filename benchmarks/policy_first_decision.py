@@ -3,8 +3,11 @@
 Decodes 30 training questions the shipped policy never saw (ShareGPT 900-929, first
 turns, 64 tokens, `ar` throughout so the text is AR's) with a decision every 10 steps, keeps
 the target features each decision saw, and prints the policy's mean action probabilities
-at decisions 0, 1 and 2, how often its argmax is `ar`, and how large the normalised state
-gets (a saturated input would explain a collapsed choice; it does not here).
+at decisions 0, 1 and 2, how often its argmax is `ar`, its critic's value there, and how
+large the normalised state gets (a saturated input would explain a collapsed choice; it
+does not here). A value below every action's mean reward at a state makes every sampled
+action's advantage positive there, so the action sampled most gains most: a baseline that
+low lets policy gradient commit to a worse action (Chung et al., ICML 2021).
 
     python benchmarks/policy_first_decision.py [--policy smollm2]
 """
@@ -50,11 +53,14 @@ def main() -> None:
             if len(seen) > k:
                 states[k].append(seen[k])
     names = meta["actions"]
+    value = agent.value_fn()
     for k, taps in states.items():
         probs = np.array([agent.probabilities(t) for t in taps])  # [n, A]
         obs = np.array([agent.norm(agent.features(t)) for t in taps])  # [n, D] as the actor sees it
+        values = np.array([float(value(agent.params, o)) for o in obs])  # [n] the critic's baseline
         print(f"decision {k}: n={len(taps)} mean probs " + ", ".join(f"{n} {p:.2f}" for n, p in zip(names, probs.mean(0)))
-              + f"; argmax ar {np.mean(probs.argmax(1) == names.index('ar')):.2f}; |obs| > 5 share "
+              + f"; argmax ar {np.mean(probs.argmax(1) == names.index('ar')):.2f}; value {values.mean():.3f}"
+              f" (sd {values.std():.3f}); |obs| > 5 share "
               f"{np.mean(np.abs(obs) > 5):.4f}, max |obs| {np.abs(obs).max():.1f}")
 
 
