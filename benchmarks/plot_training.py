@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections import Counter
 
 import matplotlib
@@ -43,7 +44,8 @@ def main(log: str, out: str) -> None:
     axes[2].set_ylabel("intervals")
     axes[2].legend(fontsize=8)
     per = {n: np.mean([x for r in turns for a, x in zip(r["actions"], r["rewards"]) if a == n]) for n in names}
-    axes[2].set_title("actions; mean reward " + ", ".join(f"{n} {v:.2f}" for n, v in per.items()), fontsize=7)
+    title = "actions; mean reward " + ", ".join(f"{n} {v:.2f}" for n, v in per.items())
+    axes[2].set_title("\n".join(textwrap.wrap(title, 60)), fontsize=7)  # seven actions overflow one line
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

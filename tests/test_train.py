@@ -248,6 +248,12 @@ def test_the_policy_shipped_for_smollm2_matches_its_config():
                      tuple(int(w) for w in config.rl.hidden.split(",")), locate("smollm2")[0])
     probs = agent.probabilities(np.zeros(agent.cfg.obs_dim, np.float32))
     assert probs.shape == (len(meta["actions"]),) and abs(float(probs.sum()) - 1) < 1e-5
+    from resps_jax.policies import POLICIES_DIR
+
+    for folder in sorted(POLICIES_DIR.glob("smollm2-v*")):  # every exact version an old result names
+        _, version_meta = load_policy(folder.name)
+        check_compatible(version_meta, config_actions(config.actions), 3 * 576,
+                         tuple(int(w) for w in config.rl.hidden.split(",")), locate(folder.name)[0])
     # `make demo` continues it (rl.init_from=smollm2) up to DEMO_QUESTIONS: past what it saw
     demo_questions = int(re.search(r"^DEMO_QUESTIONS \?= (\d+)$", (REPO / "Makefile").read_text(), re.M).group(1))
     assert demo_questions > int(meta["position"])

@@ -51,7 +51,8 @@ def write_card(folder: Path, meta: dict, summary: dict, command: str, notes: str
         f"Actor and critic MLPs {meta['hidden']} over the target's three tapped features "
         f"({meta['obs_dim']} values, state `{meta['state']}`, running normaliser), choosing among "
         f"`{';'.join(meta['actions'])}` every {meta['interval_eval']} steps at evaluation "
-        f"({meta['interval_train']} in training). Loaded by `--policy smollm2`; a `train --resume` "
+        f"({meta['interval_train']} in training). Loaded by `--policy {folder.name}` (and by `--policy smollm2` "
+        "while `SHIPPED_POLICIES` in resps_jax/policies/__init__.py names it); a `train --resume` "
         "can continue from a copy of this folder (it holds the optimizer state).",
         "",
         "## How it was made",
