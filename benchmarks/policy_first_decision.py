@@ -40,6 +40,7 @@ def main() -> None:
     new_tokens = 64
     cache_len = plan_cache_length(config.rl.max_prompt_tokens, new_tokens, spec.tree_margin,
                                   target.cfg.max_position_embeddings)  # one length, as training plans it
+    gen = GenerationConfig(max_new_tokens=new_tokens, cache_len=cache_len)
     states: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
     for question in questions:
         seen: list[np.ndarray] = []
@@ -48,7 +49,7 @@ def main() -> None:
             seen.append(np.asarray(taps).copy())
             return 0  # `ar`: the text is AR's whatever the policy would pick
 
-        spec.generate(question, GenerationConfig(max_new_tokens=new_tokens, cache_len=cache_len), (), policy=record, interval=10)
+        spec.generate(question, gen, (), policy=record, interval=10)
         for k in states:
             if len(seen) > k:
                 states[k].append(seen[k])

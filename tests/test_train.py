@@ -236,24 +236,21 @@ def test_a_shipped_policy_loads_by_name_and_is_never_rewritten(trained, tmp_path
 def test_the_policy_shipped_for_smollm2_matches_its_config():
     """The committed policy (resps_jax/policies/) restores against configs/smollm2.py's actions and state."""
     from resps_jax.config_cli import parse_config_args, resolve_config_argv
-    from resps_jax.policies import shipped_policy_folder
+    from resps_jax.policies import POLICIES_DIR, shipped_policy_folder
     from resps_jax.rl.actions import config_actions
     from resps_jax.rl.checkpoint import check_compatible, load_policy, locate
 
     if shipped_policy_folder("smollm2") is None:
         pytest.skip("no SmolLM2 policy ships in this checkout")
     config = parse_config_args(resolve_config_argv(["--config", "smollm2"]))[0]
+    actions, hidden = config_actions(config.actions), tuple(int(w) for w in config.rl.hidden.split(","))
+    # the default name, and every exact version an older result names
+    for name in ["smollm2", *sorted(folder.name for folder in POLICIES_DIR.glob("smollm2-v*"))]:
+        _, meta = load_policy(name)
+        check_compatible(meta, actions, 3 * 576, hidden, locate(name)[0])
     agent, meta = load_policy("smollm2")
-    check_compatible(meta, config_actions(config.actions), 3 * 576,
-                     tuple(int(w) for w in config.rl.hidden.split(",")), locate("smollm2")[0])
     probs = agent.probabilities(np.zeros(agent.cfg.obs_dim, np.float32))
     assert probs.shape == (len(meta["actions"]),) and abs(float(probs.sum()) - 1) < 1e-5
-    from resps_jax.policies import POLICIES_DIR
-
-    for folder in sorted(POLICIES_DIR.glob("smollm2-v*")):  # every exact version an old result names
-        _, version_meta = load_policy(folder.name)
-        check_compatible(version_meta, config_actions(config.actions), 3 * 576,
-                         tuple(int(w) for w in config.rl.hidden.split(",")), locate(folder.name)[0])
     # `make demo` continues it (rl.init_from=smollm2) up to DEMO_QUESTIONS: past what it saw
     demo_questions = int(re.search(r"^DEMO_QUESTIONS \?= (\d+)$", (REPO / "Makefile").read_text(), re.M).group(1))
     assert demo_questions > int(meta["position"])
