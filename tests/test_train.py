@@ -218,7 +218,8 @@ def test_a_shipped_policy_loads_by_name_and_is_never_rewritten(trained, tmp_path
     folder = tmp_path / "policies" / "tiny-v1"
     card = (folder / "README.md").read_text()
     for fact in ("24 ShareGPT questions", f"{summary['updates']} PPO updates", "Step costs measured at start-up",
-                 "Evaluated: nothing yet.", "`--policy smollm2`", "draft head `random`"):
+                 "Evaluated: nothing yet.", "`--policy smollm2`", "draft head `random`",
+                 "per 50 questions (blocks from question 0, as logged)"):
         assert fact in card, fact
     agent, meta = load_policy("tiny")
     trained_agent, _ = load_policy(str(cache / "runs" / "tiny"))
