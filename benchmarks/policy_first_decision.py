@@ -1,13 +1,14 @@
 """What a policy chooses at a turn's first decision (the prompt's end) against later ones.
 
 Decodes 30 training questions the policy never saw (ShareGPT 900-929 by default, past v2's
-822; `--first 1000` for a policy trained further; first turns, 64 tokens, `ar` throughout so the text is AR's) with a decision every 10 steps, keeps
-the target features each decision saw, and prints the policy's mean action probabilities
-at decisions 0, 1 and 2, how often its argmax is `ar`, its critic's value there, and how
-large the normalised state gets (a saturated input would explain a collapsed choice; it
-does not here). A value below every action's mean reward at a state makes every sampled
-action's advantage positive there, so the action sampled most gains most: a baseline that
-low lets policy gradient commit to a worse action (Chung et al., ICML 2021).
+822; `--first 1000` for a policy trained further; first turns, 64 tokens, `ar` throughout so
+the text is AR's) with a decision every 10 steps, keeps the target features each decision
+saw, and prints the policy's mean action probabilities at decisions 0, 1 and 2, how often
+its argmax is `ar`, its critic's value there, and how large the normalised state gets (a
+saturated input would explain a collapsed choice; it does not here). A value below every
+action's mean reward at a state makes every sampled action's advantage positive there, so
+the action sampled most gains most: a baseline that low lets policy gradient commit to a
+worse action (Chung et al., ICML 2021).
 
     python benchmarks/policy_first_decision.py [--policy smollm2] [--first 900]
 """
@@ -19,11 +20,14 @@ import argparse
 import numpy as np
 
 
+N_QUESTIONS = 30
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="smollm2", help="a shipped policy name or a checkpoints folder")
     parser.add_argument("--first", type=int, default=900,
-                        help="the first of the 30 ShareGPT questions (past the policy's training position)")
+                        help=f"the first of the {N_QUESTIONS} ShareGPT questions (past the policy's training)")
     args = parser.parse_args()
     from resps_jax.config_cli import parse_config_args, resolve_config_argv
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
@@ -34,13 +38,14 @@ def main() -> None:
     from resps_jax.train import load_pair, training_questions
 
     setup_runtime()
-    config, _ = parse_config_args(resolve_config_argv(["--config", "smollm2", f"--config.rl.questions={args.first + 30}"]))
+    last = args.first + N_QUESTIONS
+    config, _ = parse_config_args(resolve_config_argv(["--config", "smollm2", f"--config.rl.questions={last}"]))
     target, head = load_pair(config, np.float32)
     agent, meta = load_policy(args.policy)
     if int(meta.get("position", 0)) > args.first:
         print(f"note: the policy trained on questions up to {meta['position']}, past --first {args.first}")
     spec = SpeculativeEngine(Engine(target.model), head, config_actions(config.actions))
-    questions = training_questions(config, target.tokenizer)[args.first:args.first + 30]
+    questions = training_questions(config, target.tokenizer)[args.first:last]
     new_tokens = 64
     cache_len = plan_cache_length(config.rl.max_prompt_tokens, new_tokens, spec.tree_margin,
                                   target.cfg.max_position_embeddings)  # one length, as training plans it

@@ -246,10 +246,10 @@ def test_the_policy_shipped_for_smollm2_matches_its_config():
     config = parse_config_args(resolve_config_argv(["--config", "smollm2"]))[0]
     actions, hidden = config_actions(config.actions), tuple(int(w) for w in config.rl.hidden.split(","))
     # the default name, and every exact version an older result names
-    for name in ["smollm2", *sorted(folder.name for folder in POLICIES_DIR.glob("smollm2-v*"))]:
-        _, meta = load_policy(name)
+    loaded = {name: load_policy(name) for name in ["smollm2", *sorted(f.name for f in POLICIES_DIR.glob("smollm2-v*"))]}
+    for name, (_, meta) in loaded.items():
         check_compatible(meta, actions, 3 * 576, hidden, locate(name)[0])
-    agent, meta = load_policy("smollm2")
+    agent, meta = loaded["smollm2"]
     probs = agent.probabilities(np.zeros(agent.cfg.obs_dim, np.float32))
     assert probs.shape == (len(meta["actions"]),) and abs(float(probs.sum()) - 1) < 1e-5
     # `make demo` continues it (rl.init_from=smollm2) up to DEMO_QUESTIONS: past what it saw

@@ -34,7 +34,7 @@ def training_summary(log_path: Path) -> dict:
     last = Counter(a for t in turns[-100:] for a in t["actions"])
     total = sum(last.values())
     return {
-        "first_logged": turns[0]["question"],  # a continued run's log starts where it resumed
+        "first_block": 50 * (turns[0]["question"] // 50),  # a continued run's log starts where it resumed
         "questions": turns[-1]["question"] + 1,
         "updates": updates[-1]["update"] if updates else 0,
         "reward_per_50": [round(sum(r) / len(r), 3) for _, r in sorted(by_block.items()) if r],
@@ -70,8 +70,8 @@ def write_card(folder: Path, meta: dict, summary: dict, command: str, notes: str
         "",
         "## Training curve",
         "",
-        f"- Mean interval reward per 50 questions (blocks from question "
-        f"{50 * (summary['first_logged'] // 50)}, as logged): {', '.join(str(r) for r in summary['reward_per_50'])}.",
+        f"- Mean interval reward per 50 questions (blocks from question {summary['first_block']}, as logged): "
+        f"{', '.join(str(r) for r in summary['reward_per_50'])}.",
         f"- Actions sampled over the last 100 questions: {shares}.",
     ]
     if notes:
