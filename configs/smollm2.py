@@ -84,9 +84,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.draft.minutes = 180.0  # wall-clock budget of one run; `--resume` continues a longer schedule
     c.draft.init_from_target = True  # lm_head rows and final norm copied from the target
     # Continue an earlier head instead of starting afresh: an EAGLE-3 folder, "smollm2" (the
-    # shipped head) or a shipped version, from draft.start_step of the schedule. smollm2-v2 is
-    # smollm2-v1 (815 steps) continued: --config.draft.init_from=smollm2-v1
-    # --config.draft.start_step=815 --config.draft.max_steps=1400 --config.draft.minutes=118
+    # shipped head) or a shipped version. It starts at row draft.start_step x batch_size of the
+    # data order, with a new optimizer on a schedule of its own from start_step to max_steps
+    # (warm-up to draft.lr, cosine to 0.1x). smollm2-v2 is smollm2-v1 (815 steps) continued:
+    # --config.draft.init_from=smollm2-v1 --config.draft.start_step=815 --config.draft.max_steps=1400
+    # --config.draft.minutes=118 (before session 21 that schedule spanned max_steps, not 585 steps)
     c.draft.init_from = ""
     c.draft.start_step = 0
     c.draft.eval_prompts = 20  # held-out benchmark prompts (4 per benchmark) for top-1 agreement

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from resps_jax.data.prompts import load_training_dialogues, load_training_prompts
     from resps_jax.decoding.engine import Engine, GenerationConfig
     from resps_jax.models.eagle3 import Buffer, Eagle3Config
-    from resps_jax.models.eagle3_train import TTTConfig, build_draft_vocab, make_optimizer, make_train_step
+    from resps_jax.models.eagle3_train import TTTConfig, build_draft_vocab, lr_schedule, make_optimizer, make_train_step
     from resps_jax.heads import head_version
     from resps_jax.models.loading import load_target, parse_dtype, save_eagle3
     from resps_jax.prompting import encode_prompt, eos_token_ids
@@ -218,14 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     n_train = len(rows)
     steps_per_epoch = max(1, n_train // d.batch_size)
     total_steps = d.max_steps if d.max_steps > 0 else steps_per_epoch * d.epochs
-    tx = make_optimizer(d.lr, d.warmup_steps, total_steps)
+    # A head continued from init_from has new Adam moments, and optax's schedule counts the
+    # optimizer's own updates from 0: so it runs a schedule of its own over the steps from
+    # start_step to total_steps (warm-up to draft.lr, cosine to 0.1x), not the rest of the one
+    # the head was trained with. A --resume restores the count and stays on that schedule.
+    schedule = lr_schedule(d.lr, d.warmup_steps, total_steps - start_step)
+    tx = make_optimizer(schedule)
     train_step, eval_step = make_train_step(graphdef, buffers, tx, TTTConfig(d.ttt_steps, d.step_decay))
     opt_state = tx.init(params)
     embed = target.model.embed_tokens.weight[...]
 
     manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-    # a head continued from init_from starts at start_step: the data order and the LR schedule
-    # pick up where that head stopped (its optimizer moments start afresh)
+    # a head continued from init_from starts at start_step of the data order (its optimizer and LR
+    # schedule start afresh, above)
     step = start_step
     if step >= total_steps:
         raise UserError(f"draft.start_step {step} is not below the schedule's {total_steps} steps (draft.max_steps)")
@@ -271,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             if step % d.log_every == 0:
                 m = {k: round(float(v), 4) for k, v in metrics.items()}
                 bar.set_postfix(loss=m["loss"], acc0=m["acc0"])
-                log.write(json.dumps({"step": step, **m}) + "\n")
+                # the rate of this step's update: the optimizer has made step - start_step updates
+                lr = float(schedule(step - start_step - 1))
+                log.write(json.dumps({"step": step, "lr": lr, **m}) + "\n")
             if step % d.checkpoint_every == 0:
                 manager.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
     except KeyboardInterrupt:  # Ctrl-C ends training early: the head so far is still saved and exported

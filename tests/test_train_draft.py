@@ -84,10 +84,14 @@ def test_init_from_continues_an_earlier_head_from_its_step(trained, tmp_path):
     cache, _ = trained
     first = cache / "runs" / "tiny"
     args = [f"--config.workdir={tmp_path / 'continued'}", f"--config.draft.init_from={first / 'draft'}",
-            "--config.draft.start_step=3"]
+            "--config.draft.start_step=3", "--config.draft.epochs=4"]
     result = run(args, cache)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 4  # one step: 3 -> 4 of 4
+    assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 8  # five steps: 3 -> 8 of 8
+    # its new optimizer warms up again and decays over its own 5 steps (optax counts updates from
+    # 0): a schedule over all 8 would still be at 0.775x lr on the last step, this one is at 0.325x
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "continued" / "train_draft.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.0, 5e-4, 1e-3, 7.75e-4, 3.25e-4], rel=1e-5)
     before = json.loads((tmp_path / "continued" / "draft_report.json").read_text())
     earlier = json.loads((first / "draft_report.json").read_text())
     assert before["init_from"] == str(first / "draft") and before["start_step"] == 3

@@ -12,6 +12,7 @@ from resps_jax.models.eagle3 import Buffer, Eagle3Config, Eagle3Head
 from resps_jax.models.eagle3_train import (
     TTTConfig,
     build_draft_vocab,
+    lr_schedule,
     make_optimizer,
     make_train_step,
     ttt_mask,
@@ -59,7 +60,7 @@ def test_training_reduces_loss_and_raises_agreement():
     batch = (tokens, taps, target_logits, in_vocab, loss_mask)
 
     graphdef, params, buffers = nnx.split(head, nnx.Param, Buffer)
-    tx = make_optimizer(3e-3, warmup_steps=5, total_steps=150)
+    tx = make_optimizer(lr_schedule(3e-3, warmup_steps=5, total_steps=150))
     train_step, eval_step = make_train_step(graphdef, buffers, tx, TTTConfig(num_steps=3))
     opt_state = tx.init(params)
     before = eval_step(params, embed, batch)

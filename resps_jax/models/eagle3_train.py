@@ -102,11 +102,16 @@ def ttt_loss(
     return total, metrics
 
 
-def make_optimizer(peak_lr: float, warmup_steps: int, total_steps: int, clip: float = 0.5) -> optax.GradientTransformation:
-    """AdamW (0.9, 0.95, no weight decay) with linear warm-up then cosine decay, global-norm clip."""
-    schedule = optax.warmup_cosine_decay_schedule(
+def lr_schedule(peak_lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+    """Linear warm-up to peak_lr, then cosine decay to 0.1x by total_steps, indexed by the
+    optimizer's own update count (0 for a new optimizer, whatever step the head is at)."""
+    return optax.warmup_cosine_decay_schedule(
         0.0, peak_lr, max(1, warmup_steps), max(total_steps, warmup_steps + 1), end_value=peak_lr * 0.1
     )
+
+
+def make_optimizer(schedule: optax.Schedule, clip: float = 0.5) -> optax.GradientTransformation:
+    """AdamW (0.9, 0.95, no weight decay) on the given learning-rate schedule, global-norm clip."""
     return optax.chain(optax.clip_by_global_norm(clip), optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=0.0))
 
 
