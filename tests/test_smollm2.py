@@ -7,7 +7,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from resps_jax.decoding.engine import Engine, GenerationConfig  # noqa: E402
-from resps_jax.models.loading import load_target, smollm2_gguf  # noqa: E402
+from resps_jax.models.loading import (  # noqa: E402
+    is_shipped_gguf_tokenizer,
+    load_target,
+    load_tokenizer,
+    save_gguf_tokenizer,
+    smollm2_gguf,
+)
 from resps_jax.prompting import encode_prompt, eos_token_ids  # noqa: E402
 
 PROMPTS = [
@@ -40,6 +46,33 @@ def test_config_is_smollm2(ours):
     assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads) == (30, 576, 9, 3)
     assert (cfg.vocab_size, cfg.rope.theta, cfg.tie_word_embeddings) == (49152, 100000.0, True)
     assert cfg.tap_layers == (2, 15, 27)
+
+
+def test_shipped_tokenizer_is_transformers_conversion_of_the_gguf(tmp_path):
+    """The packaged tokenizer.json (so that `make demo` needs no torch) must tokenize exactly
+    as transformers' own conversion of the GGUF does."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    path = smollm2_gguf()
+    reader = gguf.GGUFReader(str(path))
+    assert is_shipped_gguf_tokenizer(reader)
+    save_gguf_tokenizer(reader, path, tmp_path)
+    ours = load_tokenizer(tmp_path)
+    reference = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    texts = [*PROMPTS, "def f(x):\n\treturn  x**2  # twice\n\n", "naïve café, 東京, emoji 🙂, 3.14159 and 1,000,000",
+             "   leading and trailing spaces   ", "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>"]
+    for text in texts:
+        ids = reference.encode(text)
+        assert ours.encode(text) == ids, text
+        assert ours.decode(ids) == reference.decode(ids), text
+        assert ours.decode(ids, skip_special_tokens=True) == reference.decode(ids, skip_special_tokens=True), text
+    chat = [{"role": "user", "content": PROMPTS[0]}]
+    assert ours.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == \
+        reference.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert encode_prompt(ours, PROMPTS[0]) == encode_prompt(reference, PROMPTS[0])
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        assert getattr(ours, name) == getattr(reference, name), name
 
 
 @pytest.mark.slow  # ~70 s with the torch model's load; parity is the tiny models' job, the GGUF layout test_gguf's

@@ -357,7 +357,7 @@ def gguf_to_hf_folder(gguf_path: Path, folder: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         save_hf_folder(tensors, config, staging)
-        _save_gguf_tokenizer(gguf_path, staging)
+        save_gguf_tokenizer(reader, gguf_path, staging)
         try:
             os.replace(staging, folder)
         except OSError:  # another process (a test worker, a second host) converted it first
@@ -368,11 +368,41 @@ def gguf_to_hf_folder(gguf_path: Path, folder: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _save_gguf_tokenizer(gguf_path: Path, folder: Path) -> None:
-    from transformers import AutoTokenizer
+# transformers builds a tokenizer from a GGUF only with torch installed (its GGUF reader imports
+# it), and torch is most of a first install's time. So the embedded default's tokenizer, as
+# transformers converts it from the GGUF, ships with the package, and `make demo` needs no torch.
+SHIPPED_GGUF_TOKENIZER = Path(__file__).resolve().parents[1] / "data" / "files" / "smollm2" / "tokenizer.json"
+
+
+def is_shipped_gguf_tokenizer(reader) -> bool:
+    """Whether the shipped tokenizer.json holds exactly this GGUF's tokens and merges."""
+    tokens = _gguf_field(reader, "tokenizer.ggml.tokens")
+    if _gguf_field(reader, "tokenizer.ggml.model") != "gpt2" or not tokens or not SHIPPED_GGUF_TOKENIZER.is_file():
+        return False
+    model = json.loads(SHIPPED_GGUF_TOKENIZER.read_text())["model"]
+    if len(model["vocab"]) != len(tokens) or any(model["vocab"].get(t) != i for i, t in enumerate(tokens)):
+        return False
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+    return merges == (_gguf_field(reader, "tokenizer.ggml.merges") or [])
+
+
+def save_gguf_tokenizer(reader, gguf_path: Path, folder: Path) -> None:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        if is_shipped_gguf_tokenizer(reader):
+            tokens = _gguf_field(reader, "tokenizer.ggml.tokens")
+
+            def special(key: str) -> str | None:
+                index = _gguf_field(reader, f"tokenizer.ggml.{key}_token_id")
+                return None if index is None else tokens[int(index)]
+
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(SHIPPED_GGUF_TOKENIZER), bos_token=special("bos"),
+                                          eos_token=special("eos"), unk_token=special("unknown"),
+                                          pad_token=special("padding"))
+            tok.chat_template = _gguf_field(reader, "tokenizer.chat_template")
+        else:
+            tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     except Exception as err:
         raise UserError(f"{gguf_path}: cannot build a tokenizer from the GGUF ({err})") from None
     tok.save_pretrained(str(folder))
