@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_before": before, "heldout_after": after,
         "assistant_tokens": int(train_mask.sum()), "minutes": d.minutes,
         "init_from": head_version(init_from), "start_step": start_step,  # the exact version
+        "schedule": {"lr": d.lr, "warmup_steps": d.warmup_steps, "from_step": start_step, "to_step": total_steps},
     }
     (workdir / "draft_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({"draft": str(workdir / "draft"), "steps": step, "heldout_top1": round(after["acc0"], 4),

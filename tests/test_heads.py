@@ -16,6 +16,7 @@ from tests.test_eagle3 import TARGET, random_head, run_head
 
 REPORT = {"train_prompts": 17333, "rows_by_source": {"text": 17333}, "heldout_prompts": 20, "steps": 900,
           "epochs": 0.2, "draft_vocab_size": 120,
+          "schedule": {"lr": 3e-4, "warmup_steps": 30, "from_step": 400, "to_step": 900},
           "heldout_after": {"acc0": 0.41, "acc1": 0.3, "acc2": 0.25, "acc3": 0.2, "acc4": 0.18}}
 
 
@@ -49,7 +50,8 @@ def test_model_card_states_data_steps_command_and_heldout_top1(shipped):
     _, folder, _ = shipped
     card = (folder / "README.md").read_text()
     for fact in ("17333 ShareGPT dialogues", "900", "0.410 / 0.300 / 0.250 / 0.200 / 0.180",
-                 "python -m resps_jax.train_draft --config configs/smollm2.py"):
+                 "python -m resps_jax.train_draft --config configs/smollm2.py",
+                 "warm-up over 30 steps to 0.0003, then cosine to 3e-05 by step 900, on a schedule from step 400"):
         assert fact in card
 
 

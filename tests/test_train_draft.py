@@ -95,6 +95,7 @@ def test_init_from_continues_an_earlier_head_from_its_step(trained, tmp_path):
     before = json.loads((tmp_path / "continued" / "draft_report.json").read_text())
     earlier = json.loads((first / "draft_report.json").read_text())
     assert before["init_from"] == str(first / "draft") and before["start_step"] == 3
+    assert before["schedule"] == {"lr": 1e-3, "warmup_steps": 2, "from_step": 3, "to_step": 8}
     # the continued run starts from the earlier head itself: same held-out metrics before its first step
     for key, value in earlier["heldout_after"].items():
         assert before["heldout_before"][key] == pytest.approx(value, abs=1e-5), key

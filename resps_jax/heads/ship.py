@@ -40,6 +40,9 @@ def write_card(folder: Path, report: dict, command: str, heldout: dict, extra: s
         "one batched forward: its tapped features and soft next-token targets). Never the five benchmark sets.",
         f"- Optimisation steps: {report.get('steps')} ({report.get('epochs')} epochs of the rows), "
         "on a 2-core CPU.",
+        *([f"- Learning rate (this run): warm-up over {sch['warmup_steps']} steps to {sch['lr']:g}, then cosine "
+           f"to {0.1 * sch['lr']:g} by step {sch['to_step']}, on a schedule from step {sch['from_step']}."]
+          if (sch := report.get("schedule")) else []),
         "",
         "## Held-out metrics",
         "",
