@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HEADS_DIR = Path(__file__).resolve().parent
-SHIPPED_HEADS = {"smollm2": "smollm2-v2"}  # name -> the current version's folder
+SHIPPED_HEADS = {"smollm2": "smollm2-v3"}  # name -> the current version's folder
 
 
 def head_version(spec: str) -> str:
