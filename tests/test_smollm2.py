@@ -8,10 +8,10 @@ torch = pytest.importorskip("torch")
 
 from resps_jax.decoding.engine import Engine, GenerationConfig  # noqa: E402
 from resps_jax.models.loading import (  # noqa: E402
-    is_shipped_gguf_tokenizer,
     load_target,
     load_tokenizer,
     save_gguf_tokenizer,
+    shipped_gguf_tokenizer,
     smollm2_gguf,
 )
 from resps_jax.prompting import encode_prompt, eos_token_ids  # noqa: E402
@@ -56,7 +56,7 @@ def test_shipped_tokenizer_is_transformers_conversion_of_the_gguf(tmp_path):
 
     path = smollm2_gguf()
     reader = gguf.GGUFReader(str(path))
-    assert is_shipped_gguf_tokenizer(reader)
+    assert shipped_gguf_tokenizer(reader) is not None
     save_gguf_tokenizer(reader, path, tmp_path)
     ours = load_tokenizer(tmp_path)
     reference = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

@@ -374,34 +374,37 @@ def gguf_to_hf_folder(gguf_path: Path, folder: Path) -> None:
 SHIPPED_GGUF_TOKENIZER = Path(__file__).resolve().parents[1] / "data" / "files" / "smollm2" / "tokenizer.json"
 
 
-def is_shipped_gguf_tokenizer(reader) -> bool:
-    """Whether the shipped tokenizer.json holds exactly this GGUF's tokens and merges."""
+def shipped_gguf_tokenizer(reader):
+    """The shipped tokenizer with this GGUF's special tokens and chat template, when its
+    tokens and merges are exactly this GGUF's; else None."""
+    from transformers import PreTrainedTokenizerFast
+
     tokens = _gguf_field(reader, "tokenizer.ggml.tokens")
     if _gguf_field(reader, "tokenizer.ggml.model") != "gpt2" or not tokens or not SHIPPED_GGUF_TOKENIZER.is_file():
-        return False
+        return None
     model = json.loads(SHIPPED_GGUF_TOKENIZER.read_text())["model"]
     if len(model["vocab"]) != len(tokens) or any(model["vocab"].get(t) != i for i, t in enumerate(tokens)):
-        return False
+        return None
     merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    return merges == (_gguf_field(reader, "tokenizer.ggml.merges") or [])
+    if merges != (_gguf_field(reader, "tokenizer.ggml.merges") or []):
+        return None
+
+    def special(key: str) -> str | None:
+        index = _gguf_field(reader, f"tokenizer.ggml.{key}_token_id")
+        return None if index is None else tokens[int(index)]
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(SHIPPED_GGUF_TOKENIZER), bos_token=special("bos"),
+                                  eos_token=special("eos"), unk_token=special("unknown"), pad_token=special("padding"))
+    tok.chat_template = _gguf_field(reader, "tokenizer.chat_template")
+    return tok
 
 
 def save_gguf_tokenizer(reader, gguf_path: Path, folder: Path) -> None:
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
 
     try:
-        if is_shipped_gguf_tokenizer(reader):
-            tokens = _gguf_field(reader, "tokenizer.ggml.tokens")
-
-            def special(key: str) -> str | None:
-                index = _gguf_field(reader, f"tokenizer.ggml.{key}_token_id")
-                return None if index is None else tokens[int(index)]
-
-            tok = PreTrainedTokenizerFast(tokenizer_file=str(SHIPPED_GGUF_TOKENIZER), bos_token=special("bos"),
-                                          eos_token=special("eos"), unk_token=special("unknown"),
-                                          pad_token=special("padding"))
-            tok.chat_template = _gguf_field(reader, "tokenizer.chat_template")
-        else:
+        tok = shipped_gguf_tokenizer(reader)
+        if tok is None:
             tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     except Exception as err:
         raise UserError(f"{gguf_path}: cannot build a tokenizer from the GGUF ({err})") from None
