@@ -20,7 +20,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     c.draft_model = "random"  # a seeded random head: the pipeline, not its speed
     c.actions = ConfigDict()
-    c.actions.list = "ar;4,1,1;8,3,2;16,4,4"
+    c.actions.list = "ar;3,1,1;8,3,2;16,4,4"
     c.actions.interval_train = 4
     c.actions.interval_eval = 8
     # the tiny target has 256 positions; benchmark prompts can be longer

@@ -173,3 +173,20 @@ def test_no_third_party_log_lines_without_torch(cli_env, tiny_hf_folder, tmp_pat
 
     assert_user_error(run(), "--cache-len")
     assert "[transformers]" in run(TRANSFORMERS_VERBOSITY="warning").stderr
+
+
+def test_tree_larger_than_depth_and_topk_can_grow(cli, tmp_path):
+    """(100, 2, 2): a depth-2, top-2 tree holds 1 + 2 + 2*2*2 = 11 tokens; the error names 11."""
+    line = assert_user_error(cli("--model", str(tmp_path / "unused"), "--mode", "static", "--draft", "smollm2",
+                                 "--tree", "100,2,2", "--prompt", "hi"), "TT=100", "d=2", "k=2")
+    assert re.search(r"at most 11\b", line), line
+
+
+def test_action_list_with_a_tree_too_large_for_its_limits(cli_env, tmp_path):
+    """The same check guards a config's action list, in train and evaluate alike."""
+    env = dict(cli_env, RESPS_JAX_CACHE=str(tmp_path))
+    for module in ("resps_jax.train", "resps_jax.evaluate"):
+        proc = subprocess.run([sys.executable, "-m", module, "--config", "tiny", "--config.actions.list=ar;100,2,2"],
+                              env=env, capture_output=True, text=True, timeout=180)
+        line = assert_user_error(proc, "TT=100")
+        assert re.search(r"at most 11\b", line), (module, line)

@@ -13,7 +13,7 @@ from scipy import stats
 
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
 from resps_jax.decoding.spec import CATCH_UP, ar_interval, catch_up_head, spec_interval, spec_prefill
-from resps_jax.decoding.tree import AR_ACTION, DraftTree, TreeShape, validate_actions
+from resps_jax.decoding.tree import AR_ACTION, DraftTree, TreeShape, grow_tree, max_tree_tokens, validate_actions
 from resps_jax.decoding.verify import commit_path, walk_tree
 from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache
@@ -96,7 +96,7 @@ def test_commit_path_moves_the_accepted_slots():
 
 
 # the default suite keeps the chain and a depth-4 tree; `make test-all` runs the rest too
-@pytest.mark.parametrize("tree", [(4, 1, 1), pytest.param((8, 3, 2), marks=pytest.mark.slow), (16, 4, 4),
+@pytest.mark.parametrize("tree", [(3, 1, 1), pytest.param((8, 3, 2), marks=pytest.mark.slow), (16, 4, 4),
                                   pytest.param((32, 5, 8), marks=pytest.mark.slow),
                                   pytest.param((24, 6, 3), marks=pytest.mark.slow)])
 def test_static_tree_greedy_equals_ar(tree):
@@ -246,6 +246,21 @@ def test_invalid_action_sets_are_refused():
             validate_actions(bad)
 
 
+@pytest.mark.parametrize("depth,k", [(1, 1), (2, 2), (3, 2)])
+def test_max_tree_tokens_is_what_the_engine_grows(depth, k):
+    """A TT of `max_tree_tokens(d, k)` fills every slot; one more is refused, not padded."""
+    target, head = random_pair(SMALL, seed=4, draft_vocab=64)
+    most = max_tree_tokens(depth, k)
+    cfg = head.cfg
+    cache = KVCache.create(1, 1, 64, cfg.num_kv_heads, cfg.head_dim, jnp.float32).with_lengths(jnp.array([5], jnp.int32))
+    tree = grow_tree(head, target.embed_tokens.weight[...], cache, jnp.full((cfg.hidden_size,), 0.1), jnp.array(3),
+                     jnp.array(most + 5), jnp.array(depth), jnp.array(k), TreeShape(k, depth, most + 5))
+    assert int(tree.valid.sum()) == most
+    assert validate_actions([(most, depth, k)]) == [(most, depth, k)]
+    with pytest.raises(UserError, match=f"at most {most}\\b"):
+        validate_actions([(most + 1, depth, k)])
+
+
 def test_tree_shape_sizes():
     shape = TreeShape(k_max=10, d_max=7, tt_bucket=60)
     assert shape.pool_size == 10 + 7 * 100 and shape.path_width == 9
@@ -254,7 +269,7 @@ def test_tree_shape_sizes():
 def test_policy_sees_target_features_and_intervals_are_reported():
     target, head = random_pair(SMALL, seed=6, draft_vocab=64)
     engine = Engine(target)
-    actions = [(8, 3, 2), (16, 4, 4), (4, 1, 1)]
+    actions = [(8, 3, 2), (16, 4, 4), (3, 1, 1)]
     spec = SpeculativeEngine(engine, head, actions)
     seen = []
 
@@ -280,7 +295,7 @@ def test_switching_policy_with_ar_is_greedy_lossless():
     and without EOS; one executable more than the trees alone."""
     target, head = random_pair(SMALL, seed=8, draft_vocab=64)
     engine = Engine(target)
-    actions = [AR_ACTION, (8, 3, 2), (4, 1, 1)]
+    actions = [AR_ACTION, (8, 3, 2), (3, 1, 1)]
     spec = SpeculativeEngine(engine, head, actions)
     rng = np.random.RandomState(9)
     for length in (4, 21):
@@ -296,7 +311,7 @@ def test_switching_policy_with_ar_is_greedy_lossless():
     ar_steps = [s for (i, t, s, _) in got.intervals if actions[i] == AR_ACTION]
     assert all(t == s for (i, t, s, _) in got.intervals if actions[i] == AR_ACTION) and ar_steps
     assert spec.ar_interval._cache_size() == 1  # `ar` is one executable, shared by every interval
-    assert spec.executables() == 2 + 2 + 1  # two prompt buckets, TT buckets 4 and 8, the ar interval
+    assert spec.executables() == 2 + 2 + 1  # two prompt buckets, TT buckets 3 and 8, the ar interval
     only_ar = SpeculativeEngine(engine, head, [AR_ACTION])
     prompt = list(range(1, 12))
     gen = GenerationConfig(max_new_tokens=20)

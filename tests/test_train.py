@@ -54,7 +54,7 @@ def test_trains_end_to_end_and_compiles_each_piece_once(trained):
     # the whole run; the policy forward and the PPO update compile exactly once each
     assert summary["executables"]["intervals"] == 4
     assert summary["executables"]["act"] == 1 and summary["executables"]["update"] == 1
-    assert set(summary["actions"]) <= {"ar", "4,1,1", "8,3,2", "16,4,4"} and sum(summary["actions"].values()) > 24
+    assert set(summary["actions"]) <= {"ar", "3,1,1", "8,3,2", "16,4,4"} and sum(summary["actions"].values()) > 24
     records = [json.loads(line) for line in (workdir / "train_log.jsonl").read_text().splitlines()]
     turns = [r for r in records if r["type"] == "turn"]
     updates = [r for r in records if r["type"] == "update"]
@@ -112,7 +112,7 @@ def test_rerun_without_resume_and_bad_checkpoints_are_one_error_line(trained, tm
     cache, _ = trained
     workdir = cache / "runs" / "tiny"
     one_error_line(train(cache), "--resume")
-    one_error_line(train(cache, "--resume", "--config.actions.list=ar;4,1,1"), "action set")
+    one_error_line(train(cache, "--resume", "--config.actions.list=ar;3,1,1"), "action set")
     one_error_line(train(cache, "--resume", "--config.rl.state=mean"), "state size")
     one_error_line(train(cache, "--config.rl.no_such_key=1"), "no_such_key")
     # a corrupt checkpoint: one error line, and nothing in the folder changes
@@ -193,7 +193,7 @@ def test_profile_times_each_piece_of_every_tree_step(trained):
     assert result.returncode == 0, result.stderr[-3000:]
     report = cache / "runs" / "tiny" / "report"
     rows = json.loads((report / "profile.json").read_text())
-    assert [r["action"] for r in rows] == ["4,1,1", "8,3,2", "16,4,4"]  # the tiny set's trees (no baselines)
+    assert [r["action"] for r in rows] == ["3,1,1", "8,3,2", "16,4,4"]  # the tiny set's trees (no baselines)
     for row in rows:
         ms = row["ms"]
         assert all(ms[p] > 0 for p in ("drafting", "verification", "tree_management", "policy", "step", "ar_step"))

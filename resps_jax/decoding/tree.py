@@ -158,9 +158,22 @@ def grow_tree(
                      depths=jnp.where(valid, depths, 0), valid=valid, ancestors=anc)
 
 
+def max_tree_tokens(depth: int, k: int) -> int:
+    """The most tokens (root included) `grow_tree` can place with `depth` expansions of top-`k`.
+
+    The pool holds the root's k children plus k*k per expansion (`TreeShape.pool_size`), and
+    the tree is the root plus the best pooled nodes, so 1 + k + d*k*k. A larger TT cannot be
+    filled: the verify would pad to TT with empty slots and pay for them every step.
+    """
+    return 1 + TreeShape(k_max=k, d_max=depth, tt_bucket=1).pool_size
+
+
 def validate_actions(actions: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
     """A user-given action set, checked: non-empty, integer triples, TT >= 2, d, k >= 1 (or the
-    no-draft AR_ACTION), no repeats."""
+    no-draft AR_ACTION), TT within what d and k can grow (`max_tree_tokens`), no repeats.
+
+    Every path to an action set (`generate --tree`, a config's `actions.list`, a checkpoint's
+    saved set, the engine itself) comes through here, so each check is made once."""
     if not actions:
         raise UserError("the action set is empty")
     out: list[tuple[int, int, int]] = []
@@ -170,6 +183,10 @@ def validate_actions(actions: Sequence[Sequence[int]]) -> list[tuple[int, int, i
         tt, d, k = a
         if (tt, d, k) != AR_ACTION and (tt < 2 or d < 1 or k < 1):
             raise UserError(f"invalid action (TT={tt}, d={d}, k={k}): need TT >= 2, d >= 1, k >= 1")
+        if (tt, d, k) != AR_ACTION and tt > max_tree_tokens(d, k):
+            raise UserError(f"action (TT={tt}, d={d}, k={k}): depth {d} and top-k {k} grow at most "
+                            f"{max_tree_tokens(d, k)} tokens (root included), so TT can be at most "
+                            f"{max_tree_tokens(d, k)}; lower TT or raise d or k")
         out.append((tt, d, k))
     if len(set(out)) != len(out):
         raise UserError("the action set repeats an action")

@@ -1,7 +1,9 @@
 """Discrete tree actions (TT, d, k): the paper's set, a CPU set, and their validation.
 
 The paper keeps the combinations with TT <= k**(d-1) (a tree of depth d and width k can
-hold that many nodes): 177 of the 6 x 6 x 5 = 180.
+hold that many nodes): 177 of the 6 x 6 x 5 = 180. A grid also drops what our engine cannot
+fill (TT above `max_tree_tokens(d, k)`, which no paper action reaches); an explicit list
+with such a TT is refused by `validate_actions` instead.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from resps_jax.decoding.tree import AR_ACTION, format_action, validate_actions
+from resps_jax.decoding.tree import AR_ACTION, format_action, max_tree_tokens, validate_actions
 from resps_jax.errors import UserError
 
 __all__ = ["AR_ACTION", "format_action", "Action", "action_grid", "config_actions", "feasible", "paper_actions", "parse_actions", "validate_actions"]
@@ -22,7 +24,8 @@ Action = tuple[int, int, int]
 
 
 def feasible(tt: int, d: int, k: int) -> bool:
-    return tt <= k ** (d - 1)
+    """The paper's filter, and a tree the engine can grow to TT tokens."""
+    return tt <= k ** (d - 1) and tt <= max_tree_tokens(d, k)
 
 
 def action_grid(tts: Iterable[int], depths: Iterable[int], topks: Iterable[int]) -> list[Action]:
