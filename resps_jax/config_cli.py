@@ -2,11 +2,15 @@
 
 ml_collections' config_flags does the loading and the typed overrides; this wraps it in a
 private absl FlagValues so that a bad file, an unknown key or a badly typed value becomes
-one `error: ...` line (UserError) instead of absl's usage dump.
+one `error: ...` line (UserError) instead of absl's usage dump. Every config CLI (train,
+train_draft, evaluate, plan) parses here, so a bare config name resolves the same way in
+all of them, and an error about a path the config names says which override sets it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from ml_collections import ConfigDict
@@ -15,12 +19,15 @@ from resps_jax.errors import UserError
 
 
 def parse_config_args(argv: list[str], extra_bools: tuple[str, ...] = ()) -> tuple[ConfigDict, dict[str, bool]]:
-    """argv -> (config, {flag: value}) for `--config ...` plus the boolean flags named."""
+    """argv -> (config, {flag: value}) for `--config ...` plus the boolean flags named.
+
+    A bare `--config llama8b` is resolved to configs/llama8b.py first (`resolve_config_argv`).
+    """
     from absl import flags
     from ml_collections import config_flags
 
     values = flags.FlagValues()
-    argv = ["prog", *argv]
+    argv = ["prog", *resolve_config_argv(argv)]
     try:
         # config_flags reads argv when the flag is defined, to register the --config.x overrides.
         config_flags.DEFINE_config_file(
@@ -59,6 +66,33 @@ def resolve_config_argv(argv: list[str]) -> list[str]:
         elif arg.startswith("--config="):
             out[i] = "--config=" + _resolve(arg[len("--config="):], configs)
     return out
+
+
+def require_model(config, head: bool = True) -> str:
+    """config.model, or one error naming the overrides that set it.
+
+    The paper configs (llama8b, vicuna13b, llama70b) leave the checkpoint paths to the user,
+    so this is the first thing such a run meets; `head` adds the draft head's flag too.
+    """
+    if config.get("model"):
+        return str(config.model)
+    flags = "--config.model=PATH (an HF Llama folder or a .gguf file)"
+    if head:
+        flags += " and --config.draft_model=PATH (its EAGLE-3 head folder)"
+    raise UserError(f"the config names no target model: pass {flags}")
+
+
+@contextlib.contextmanager
+def config_source(key: str) -> Iterator[None]:
+    """A UserError raised while loading what config.KEY names gains the override that sets it.
+
+    The loaders speak of paths (`model path does not exist: ...`) without knowing they came
+    from a config; a user of train or evaluate needs the flag to change.
+    """
+    try:
+        yield
+    except UserError as err:
+        raise UserError(f"{err} (config.{key}: set it with --config.{key}=...)") from None
 
 
 def _resolve(spec: str, configs: Path) -> str:

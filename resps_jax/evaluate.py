@@ -111,10 +111,10 @@ def policy_interval(method: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resps_jax.config_cli import parse_config_args, resolve_config_argv
+    from resps_jax.config_cli import parse_config_args
 
     rest, extra = parse_args(list(argv or []))
-    config, flags = parse_config_args(resolve_config_argv(rest), BOOL_FLAGS)
+    config, flags = parse_config_args(rest, BOOL_FLAGS)
     if "actions" not in config or "eval" not in config:
         raise UserError("the config has no 'actions' or 'eval' section")
     ev = config.eval
@@ -356,6 +356,7 @@ def profile_actions(config, engine, head, agent, meta, gen, sets, tok, report_di
 
 def grid_search(config, engine, head, eos, tok) -> dict:
     """The best single static action of the config's set on training prompts (never benchmarks)."""
+    from resps_jax.config_cli import config_source
     from resps_jax.data.prompts import load_training_prompts
     from resps_jax.decoding.engine import GenerationConfig, SpeculativeEngine, prefill_bucket
     from resps_jax.decoding.tree import format_action
@@ -363,8 +364,9 @@ def grid_search(config, engine, head, eos, tok) -> dict:
     from resps_jax.rl.actions import config_actions
 
     ev = config.eval
-    tok_prompts = [encode_prompt(tok, c[0]) for c in
-                   load_training_prompts(ev.grid_prompts, limit=ev.grid_questions, seed=7)]
+    with config_source("eval.grid_prompts"):
+        conversations = load_training_prompts(ev.grid_prompts, limit=ev.grid_questions, seed=7)
+    tok_prompts = [encode_prompt(tok, c[0]) for c in conversations]
     actions = config_actions(config.actions)
     speeds = {}
     for a in actions:

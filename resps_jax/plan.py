@@ -137,9 +137,10 @@ def _target_cfg(config):
         path = Path(str(config.model)).expanduser()
         if str(config.model) in ("smollm2", "tiny") or path.exists():
             return read_llama_config(resolve_model_folder(str(config.model))), str(config.model)
-        raise UserError(f"config.model: {path} does not exist (leave it empty to plan from config.arch)")
+        raise UserError(f"config.model: {path} does not exist (set it with --config.model=PATH, or --config.model= "
+                        "to plan from config.arch)")
     if "arch" not in config:
-        raise UserError("the config names no model (config.model) and no architecture (config.arch)")
+        raise UserError("the config names no model and no architecture: pass --config.model=PATH (an HF Llama folder)")
     return llama_config_from_hf(config.arch.to_dict(), "config.arch"), "config.arch"
 
 
@@ -151,7 +152,8 @@ def _head_cfg(config, target_cfg):
     if folder:
         path = Path(folder).expanduser()
         if not path.is_dir():
-            raise UserError(f"config.draft_model: {path} does not exist (leave it empty to plan from config.draft_arch)")
+            raise UserError(f"config.draft_model: {path} does not exist (set it with --config.draft_model=PATH, or "
+                            "--config.draft_model= to plan from config.draft_arch)")
         raw, source = read_config_json(path, "an EAGLE-3 draft folder")
         return Eagle3Config.from_official(raw, str(source), target_hidden_size=target_cfg.hidden_size)
     if "draft_arch" in config:

@@ -53,21 +53,25 @@ def draft_spec(config) -> str:
 
 def load_pair(config, dtype):
     """The config's target and head: `draft_model` is a folder, 'smollm2', or 'random' (tests)."""
+    from resps_jax.config_cli import config_source, require_model
     from resps_jax.models.loading import load_head, load_target
 
-    if not config.model:
-        raise UserError("the config names no target model (set model to an HF Llama folder)")
-    target = load_target(config.model, dtype)
-    return target, load_head(draft_spec(config), target.cfg, dtype, config.seed + 1)
+    model = require_model(config)
+    with config_source("model"):
+        target = load_target(model, dtype)
+    with config_source("draft_model"):
+        return target, load_head(draft_spec(config), target.cfg, dtype, config.seed + 1)
 
 
 def training_questions(config, tokenizer) -> list[list[int]]:
     """First user turns of the training source (seed-42 shuffle), filtered to fit the cache."""
+    from resps_jax.config_cli import config_source
     from resps_jax.data.prompts import load_training_prompts
     from resps_jax.prompting import encode_prompt
 
     rl = config.rl
-    conversations = load_training_prompts(rl.prompts, seed=42)
+    with config_source("rl.prompts"):
+        conversations = load_training_prompts(rl.prompts, seed=42)
     out = []
     for conv in conversations:
         ids = encode_prompt(tokenizer, conv[0])
@@ -81,9 +85,9 @@ def training_questions(config, tokenizer) -> list[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resps_jax.config_cli import parse_config_args, resolve_config_argv
+    from resps_jax.config_cli import parse_config_args
 
-    config, flags = parse_config_args(resolve_config_argv(list(argv or [])), ("resume", "debug"))
+    config, flags = parse_config_args(list(argv or []), ("resume", "debug"))
     if "rl" not in config or "actions" not in config:
         raise UserError("the config has no 'rl' or 'actions' section")
     from resps_jax.distributed import initialize_from_config

@@ -97,9 +97,11 @@ def _head_to_continue(spec: str, target_cfg, head_cfg):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resps_jax.config_cli import parse_config_args
+    from resps_jax.config_cli import config_source, parse_config_args, require_model
 
     config, flags = parse_config_args(list(argv or []), ("resume", "debug"))
+    if "draft" not in config:  # the paper configs plan and evaluate official heads; they train none
+        raise UserError("the config has no 'draft' section (configs/smollm2.py and configs/tiny.py have one)")
     d = config.draft
 
     from resps_jax.runtime import setup_runtime
@@ -123,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_dir = (workdir / "checkpoints_draft").absolute()
     if not flags["resume"] and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise UserError(f"{ckpt_dir} already holds checkpoints; pass --resume to continue or remove the folder")
-    target = load_target(config.model, parse_dtype(config.dtype))
+    model = require_model(config, head=False)
+    with config_source("model"):
+        target = load_target(model, parse_dtype(config.dtype))
     tok = target.tokenizer
     engine = Engine(target.model)
     eos = eos_token_ids(tok, target.cfg.eos_token_ids)
@@ -151,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     counts = {}
     if "distill" in sources:  # (b) the target's own greedy answers (EAGLE-3's recipe; ~60 tok/s here)
         limit = None if d.max_prompts < 0 else d.max_prompts
-        train_prompts = [conv[0] for conv in load_training_prompts(d.prompts, limit=limit, seed=42)]
+        with config_source("draft.prompts"):
+            train_prompts = [conv[0] for conv in load_training_prompts(d.prompts, limit=limit, seed=42)]
         train_answers = distill_answers(train_prompts, distill_dir / f"train-{d.answer_tokens}.jsonl", answer, d.gen_batch)
         rows += [(prompt_ids(p), train_answers[p]) for p in train_prompts]
         counts["distill"] = len(train_prompts)
     if "text" in sources:  # (a) the source's own assistant text, scored by the target (EAGLE-1's recipe)
-        dialogues = load_training_dialogues(d.text, limit=None if d.text_max < 0 else d.text_max, seed=42)
+        with config_source("draft.text"):
+            dialogues = load_training_dialogues(d.text, limit=None if d.text_max < 0 else d.text_max, seed=42)
         end_ids = [eos[0]] if eos else []
         chars = 8 * d.max_len  # plenty of text for max_len tokens; keeps tokenizing fast
         for user, reply in tqdm(dialogues, desc="tokenizing text dialogues", unit="dialogue"):
