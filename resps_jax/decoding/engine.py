@@ -25,7 +25,7 @@ from resps_jax.decoding.tree import AR_ACTION
 from resps_jax.distributed import agree
 from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache, plan_cache_length
-from resps_jax.models.llama import Llama, causal_mask
+from resps_jax.models.llama import Llama, causal_mask, resolve_matmul, to_kernel_layout
 from resps_jax.models.sharding import Placement, make_mesh, to_host
 
 MIN_PREFILL_BUCKET = 16
@@ -129,15 +129,21 @@ class Engine:
     """A target model split once into graphdef + params, placed on a mesh, with its compiled steps.
 
     Without a placement the model runs on one device (a 1x1 mesh), through the same code.
+    `matmul` picks the weight products: the CPU kernel (default on a single CPU device; the
+    weights are packed once here) or XLA's dot (meshes, accelerators, or asked for).
     Every jitted step names its in/out shardings: parameters by the partition rules, the
     cache by its own rules (the same sharding in and out, so steps never recompile), and
     the small inputs and outputs replicated. Host inputs are numpy values, which every
     process of a multi-process run passes identically.
     """
 
-    def __init__(self, model: Llama, placement: Placement | None = None):
+    def __init__(self, model: Llama, placement: Placement | None = None, matmul: str | None = None):
         self.cfg = model.cfg
         self.placement = placement or Placement(make_mesh((1, 1)))
+        devices = self.placement.mesh.devices.flat
+        self.matmul = resolve_matmul(matmul, self.placement.mesh.size == 1 and devices[0].platform == "cpu")
+        if self.matmul == "kernel":  # weights packed once for the CPU kernel; `model` keeps its own
+            model = to_kernel_layout(model)
         self.graphdef, params = nnx.split(model)
         self.param_shardings = self.placement.param_shardings(params, self.cfg.head_dim)
         self.params = self.placement.put(params, self.param_shardings)
@@ -266,6 +272,8 @@ class SpeculativeEngine:
         self.d_max = max((d for _, d, _ in trees), default=1)
         self.buckets = tt_buckets(trees) if trees else ()
         self.head_cfg = head.cfg
+        if engine.matmul == "kernel":  # the head's products on the same kernel as the target's
+            head = to_kernel_layout(head)
         self.graphdef_h, params_h = nnx.split(head)
         placement = engine.placement
         self.head_shardings = placement.param_shardings(params_h, head.cfg.head_dim)

@@ -174,7 +174,7 @@ class Eagle3Head(nnx.Module):
 
     def logits(self, out: jax.Array) -> jax.Array:
         """[..., H] pre-norm state -> [..., Vd] float32 logits over the draft vocabulary."""
-        return (self.norm(out) @ self.lm_head.weight[...]).astype(jnp.float32)
+        return self.lm_head(self.norm(out), out_dtype=jnp.float32)
 
     def to_target_ids(self, draft_ids: jax.Array) -> jax.Array:
         return draft_ids + self.d2t[...][draft_ids]

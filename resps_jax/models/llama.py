@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from resps_jax import kernels
+from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache, after, attention_mask, split_mask, write_rows
 from resps_jax.models.config import LlamaConfig, RopeConfig
 
@@ -66,15 +68,21 @@ def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], dtype, std: float = 0.02) ->
 
 
 class Linear(nnx.Module):
-    """y = x @ weight (+ bias); weight stored [in, out]."""
+    """y = x @ weight (+ bias); weight stored [in, out], or packed for the CPU kernel.
+
+    `kernel_out` is static: None for XLA's dot over [in, out]; `out` once an engine on one
+    CPU device has packed the weight (`to_kernel_layout`). Training and checkpoints keep
+    [in, out].
+    """
 
     def __init__(self, d_in: int, d_out: int, *, bias: bool, dtype, rngs: nnx.Rngs):
         self.weight = _normal(rngs, (d_in, d_out), dtype)
         self.bias = nnx.Param(jnp.zeros((d_out,), dtype)) if bias else None
+        self.kernel_out: int | None = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = x @ self.weight[...]
-        return y if self.bias is None else y + self.bias[...]
+    def __call__(self, x: jax.Array, out_dtype=None) -> jax.Array:
+        y = kernels.project(x, self.weight[...], self.kernel_out, out_dtype)
+        return y if self.bias is None else y + self.bias[...].astype(y.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -217,6 +225,7 @@ class Llama(nnx.Module):
             if cfg.tie_word_embeddings
             else Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, rngs=rngs)
         )
+        self.kernel_logits = False  # static: the tied head on the CPU kernel (lm_head_panels)
 
     def __call__(
         self,
@@ -246,9 +255,51 @@ class Llama(nnx.Module):
     def logits(self, hidden: jax.Array) -> jax.Array:
         """[..., E] final-normed hidden -> [..., V] float32 logits."""
         if self.lm_head is None:
+            if self.kernel_logits:  # the embedding packed as panels of the [E, V] head
+                return kernels.matmul(hidden, self.lm_head_panels[...], self.cfg.vocab_size, jnp.float32)
             w = self.embed_tokens.weight[...]
             return jnp.einsum("...e,ve->...v", hidden, w, preferred_element_type=jnp.float32)
-        return (hidden @ self.lm_head.weight[...]).astype(jnp.float32)
+        return self.lm_head(hidden, out_dtype=jnp.float32)
+
+
+def to_kernel_layout(module: nnx.Module) -> nnx.Module:
+    """A copy of `module` (a target or a head) whose products run on the CPU kernel.
+
+    Every Linear's [in, out] weight is packed once into the kernel's panels; a tied LM head
+    gets a packed copy of the embedding (the lookup keeps the [V, E] table). The original
+    module is untouched: training and checkpoints keep [in, out].
+    """
+    module = nnx.clone(module)
+    for _, sub in nnx.iter_modules(module):
+        if isinstance(sub, Linear) and sub.kernel_out is None:
+            w = jnp.asarray(sub.weight[...])  # [in, out]
+            sub.weight = nnx.Param(kernels.pack_weight(w))  # [out/32, in, 32]
+            sub.kernel_out = int(w.shape[1])
+        elif isinstance(sub, Llama) and sub.lm_head is None and not sub.kernel_logits:
+            sub.lm_head_panels = nnx.Param(kernels.pack_rows(jnp.asarray(sub.embed_tokens.weight[...])))
+            sub.kernel_logits = True
+    return module
+
+
+MATMUL_BACKENDS = ("kernel", "xla")
+
+
+def resolve_matmul(requested: str | None, single_cpu_device: bool) -> str:
+    """'kernel' or 'xla': the CPU kernel by default on a single CPU device, XLA's dot elsewhere.
+
+    Meshes and accelerators keep XLA's dot (its sharding propagation and the GPU's own
+    kernels); asking for the kernel there is an error, not a silent fallback.
+    """
+    if requested in (None, "", "auto"):
+        return "kernel" if single_cpu_device and kernels.available() else "xla"
+    if requested not in MATMUL_BACKENDS:
+        raise UserError(f"--matmul {requested!r}: expected one of {', '.join(MATMUL_BACKENDS)}")
+    if requested == "kernel":
+        if not single_cpu_device:
+            raise UserError("--matmul kernel runs on a single CPU device; meshes and accelerators use --matmul xla")
+        if not kernels.available():
+            raise UserError("the CPU kernels are not built in this install (run `pip install -e .` with a C++ compiler)")
+    return requested
 
 
 def causal_mask(batch: int, t: int) -> jax.Array:

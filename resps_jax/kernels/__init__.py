@@ -1,0 +1,112 @@
+"""Native CPU kernels behind one matmul seam, called from jitted code through `jax.ffi`.
+
+The models call `project(x, w, kernel_out)` for every weight product. With
+`kernel_out=None` it is XLA's own dot over a [K, N] weight (training, checkpoints,
+meshes, accelerators); otherwise the weight was packed once, when an engine was built,
+into panels of 32 columns ([ceil(N/32), K, 32]) and the product runs in `resps_matmul`,
+a C++ handler compiled by the package's own install (`kernels/cpu/matmul.cc`). Why a
+kernel at all: XLA:CPU streams the weights of a 2-64 row product at about half the
+bandwidth of a 1-row one, so a tree verification cost 1.6x a decode step; the kernel
+streams each panel once for up to 12 rows of x and is batch-invariant (each output's sum
+over K runs in one fixed order whatever M is), so a prefix's logits are bitwise equal
+whether it is decoded alone or verified in a tree.
+
+The instruction-set path (AVX-512, AVX2+FMA, portable C++) is chosen at run time from the
+CPU's features; `RESPS_JAX_KERNEL_PATH=portable|avx2|avx512` caps it (tests use it to check
+each path's own batch invariance). Kernels know no models.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PATHS = {"portable": 0, "avx2": 1, "avx512": 2}
+PATH_NAMES = {v: k for k, v in PATHS.items()}
+PANEL = 32  # columns per weight panel (kernels/cpu/matmul.cc: kPanel)
+# Rows of x from which both cores split the panels (measured: benchmarks/verify_cost.py).
+THREADED_ROWS = 8
+
+
+@functools.cache
+def _module():
+    """The compiled extension with its handlers registered with XLA (once per process)."""
+    from resps_jax.kernels import _cpu  # built by `pip install`; see setup.py
+
+    for name, capsule in _cpu.handlers().items():
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    return _cpu
+
+
+def available() -> bool:
+    """Whether the compiled kernels import on this install."""
+    try:
+        _module()
+    except ImportError:
+        return False
+    return True
+
+
+def best_path() -> str:
+    """The best instruction-set path this CPU supports."""
+    return PATH_NAMES[int(_module().best_path())]
+
+
+def requested_path() -> int:
+    """The path the kernels are asked to run (-1: the best the CPU has)."""
+    name = os.environ.get("RESPS_JAX_KERNEL_PATH", "").strip().lower()
+    if not name:
+        return -1
+    if name not in PATHS:
+        raise ValueError(f"RESPS_JAX_KERNEL_PATH={name!r}: expected one of {', '.join(PATHS)}")
+    return PATHS[name]
+
+
+def pack_weight(w: jax.Array) -> jax.Array:
+    """A [K, N] weight as the kernel's panels [ceil(N/32), K, 32] (zero-padded columns).
+
+    Each panel is one sequential stream of K rows of 32 columns: done once, when an
+    engine is built; training and checkpoints keep [K, N].
+    """
+    k, n = w.shape
+    panels = -(-n // PANEL)
+    w = jnp.pad(w, ((0, 0), (0, panels * PANEL - n)))
+    return w.reshape(k, panels, PANEL).transpose(1, 0, 2)  # [N/32, K, 32]
+
+
+def pack_rows(w: jax.Array) -> jax.Array:
+    """An [N, K] weight (the tied embedding [V, E] read as the LM head) as panels."""
+    return pack_weight(w.T)
+
+
+def matmul(x: jax.Array, w: jax.Array, n: int, out_dtype=None) -> jax.Array:
+    """x [..., K] @ W -> [..., n] in `out_dtype` (default x's), f32 accumulation, on the CPU kernel.
+
+    w: W [K, n] packed by `pack_weight` ([ceil(n/32), K, 32]); x and w float32 or bfloat16.
+    """
+    _module()
+    *lead, k = x.shape
+    rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
+    call = jax.ffi.ffi_call("resps_matmul", jax.ShapeDtypeStruct((rows, n), out_dtype), vmap_method="sequential")
+    y = call(
+        x.reshape(rows, k), w, path=np.int64(requested_path()),
+        threads=np.int64(2 if rows >= THREADED_ROWS else 1),
+    )
+    return y.reshape(*lead, n)
+
+
+def project(x: jax.Array, w: jax.Array, kernel_out: int | None, out_dtype=None) -> jax.Array:
+    """The models' one matmul: x [..., K] times a weight, in `out_dtype` (default x's).
+
+    kernel_out=None: w is [K, N] and XLA's dot runs (training, meshes, accelerators).
+    kernel_out=N: w is W packed by `pack_weight` and the CPU kernel runs.
+    """
+    if kernel_out is not None:
+        return matmul(x, w, kernel_out, out_dtype)
+    y = x @ w
+    return y if out_dtype is None else y.astype(out_dtype)
