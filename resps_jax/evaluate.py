@@ -322,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"results": str(results_path), "turns": len(jobs), "methods": methods,
                       "minutes": round((time.monotonic() - start) / 60, 2)}), flush=True)
     if not flags["no_report"]:
-        from resps_jax.report import write_report
+        from resps_jax.report import speed_summary, write_report
 
-        print(write_report(report_dir, command=" ".join(["python -m resps_jax.evaluate", *(argv or [])])))
+        write_report(report_dir, command=" ".join(["python -m resps_jax.evaluate", *(argv or [])]))
+        print(speed_summary(report_dir))
     return 0
 
 

@@ -86,6 +86,33 @@ def method_order(methods: set[str]) -> list[str]:
     return sorted(methods, key=key)
 
 
+def speed_table(records: list[dict]) -> list[str]:
+    """Table 1 as markdown lines, heading included: tokens/s per benchmark and mean, each with
+    its speed-up over our AR. report.md holds it; evaluate prints it last (`speed_summary`)."""
+    table = speeds(records)
+    benches = [b for b in table if b != "mean"]
+    lines = ["## Speed (tokens/s; x = speed-up over our AR)", "",
+             "| method | " + " | ".join(benches) + " | mean |", "|---" * (len(benches) + 2) + "|"]
+    for m in method_order({r["method"] for r in records}):
+        cells = []
+        for b in [*benches, "mean"]:
+            v, ar = table[b].get(m), table[b].get("ar")
+            cells.append(f"{v:.1f} ({v / ar:.2f}x)" if v is not None and ar else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def speed_summary(report_dir: Path) -> str:
+    """The speed table of a written report, then the full report's path.
+
+    What an evaluation run (`make demo`'s last step) ends with, so its result is on the
+    terminal rather than only in a file to open; the table is report.md's own.
+    """
+    report_dir = Path(report_dir)
+    return "\n".join([*speed_table(load_records(report_dir / "results.jsonl")), "",
+                      f"Full report: {report_dir / 'report.md'}"])
+
+
 def write_report(report_dir: Path, command: str = "") -> str:
     """Write report.md and the PNGs into report_dir; return the report's path."""
     import matplotlib
@@ -109,14 +136,7 @@ def write_report(report_dir: Path, command: str = "") -> str:
               f"{identical}/{len(records)} outputs token-identical to our AR.", ""]
 
     # Table 1: tokens/s and speed-ups
-    lines += ["## Speed (tokens/s; x = speed-up over our AR)", "",
-              "| method | " + " | ".join(benches) + " | mean |", "|---" * (len(benches) + 2) + "|"]
-    for m in methods:
-        cells = []
-        for b in [*benches, "mean"]:
-            v, ar = table[b].get(m), table[b].get("ar")
-            cells.append(f"{v:.1f} ({v / ar:.2f}x)" if v is not None and ar else "-")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += speed_table(records)
     if EAGLE_BASELINE in methods and "resps" in methods:
         lines += ["", "Re-SpS over EAGLE-3 60/5/10: " + ", ".join(
             f"{b} {table[b]['resps'] / table[b][EAGLE_BASELINE]:.2f}x" for b in [*benches, "mean"]

@@ -24,6 +24,7 @@ def evaluated(tmp_path_factory):
     cache = tmp_path_factory.mktemp("eval")
     result = evaluate(cache, "--questions", "1", "--benchmarks", "mt_bench,gsm8k", "--methods", METHODS)
     assert result.returncode == 0, result.stderr[-3000:]
+    (cache / "evaluate.stdout").write_text(result.stdout)
     return cache
 
 
@@ -38,6 +39,29 @@ def test_one_record_per_question_turn_method_and_a_report(evaluated):
     assert all(len(r["accepted"]) == r["steps"] for r in records if r["method"].startswith("static"))
     text = (report / "report.md").read_text()
     assert "## Speed" in text and "static:8,3,2" in text and (report / "speedup.png").is_file()
+
+
+def test_a_run_ends_with_the_speed_table_and_the_report_path(evaluated):
+    """What `make demo` ends with: report.md's speed table on the terminal, then where the rest is."""
+    out = (evaluated / "evaluate.stdout").read_text().strip().splitlines()
+    report = evaluated / "runs" / "tiny" / "report" / "report.md"
+    assert out[-1] == f"Full report: {report}"
+    table = [line for line in out if line.startswith("|")]
+    assert len(table) == 2 + len(METHODS.split(";")) and "\n".join(table) in report.read_text()
+
+
+def test_speed_summary_is_the_reports_own_table(tmp_path):
+    """On a real SmolLM2 evaluation (docs/results): the printed table is report.md's, line for line."""
+    import shutil
+
+    from resps_jax.report import speed_summary, write_report
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs/results/smollm2_report/results.jsonl", tmp_path)
+    text = Path(write_report(tmp_path)).read_text()
+    summary = speed_summary(tmp_path).splitlines()
+    assert summary[0].startswith("## Speed") and summary[-1] == f"Full report: {tmp_path / 'report.md'}"
+    table = "\n".join(summary[:-2])
+    assert table in text and table.count("\n| ") >= 5  # heading, and a row per method
 
 
 def test_interrupted_run_resumes_without_recomputing(evaluated):
