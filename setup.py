@@ -35,7 +35,12 @@ class BuildKernels(build_ext):
             raise SystemExit(1) from None
 
 
-SOURCES = ["resps_jax/kernels/cpu/module.cc", "resps_jax/kernels/cpu/matmul.cc"]
+SOURCES = [
+    "resps_jax/kernels/cpu/module.cc",
+    "resps_jax/kernels/cpu/matmul.cc",
+    "resps_jax/kernels/cpu/attention.cc",
+    "resps_jax/kernels/cpu/norm.cc",
+]
 
 setup(
     ext_modules=[

@@ -100,6 +100,43 @@ def matmul(x: jax.Array, w: jax.Array, n: int, out_dtype=None) -> jax.Array:
     return y.reshape(*lead, n)
 
 
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    """weight * x / sqrt(mean(x^2) + eps) over the last axis, each row's sum in one fixed order.
+
+    XLA:CPU's row reduction vectorises differently from 8 rows on, which made a prefix's
+    hidden state depend on how many tokens shared the forward (kernels/cpu/norm.cc).
+    """
+    _module()
+    *lead, e = x.shape
+    rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+    call = jax.ffi.ffi_call("resps_rms_norm", jax.ShapeDtypeStruct((rows, e), x.dtype), vmap_method="sequential")
+    return call(x.reshape(rows, e), weight, eps=np.float32(eps)).reshape(x.shape)
+
+
+def attention(
+    q: jax.Array,  # [B, KVH, G*T, D], row r is new token r % T
+    cache_k: jax.Array,  # [B, KVH, S, D]
+    cache_v: jax.Array,  # [B, KVH, S, D]
+    new_k: jax.Array,  # [B, KVH, T, D]
+    new_v: jax.Array,  # [B, KVH, T, D]
+    mask_cache: jax.Array,  # [B, T, S] bool
+    mask_new: jax.Array,  # [B, T, T] bool
+    scale: float,
+) -> jax.Array:
+    """Softmax attention of the new tokens' query rows over the cache and each other -> [B, KVH, G*T, D].
+
+    One pass over each KV head's keys and values for all its query rows, masked keys
+    skipped, every sum in key order (cache slots, then new tokens): a row's output does not
+    depend on T or on the other rows (kernels/cpu/attention.cc).
+    """
+    _module()
+    call = jax.ffi.ffi_call("resps_attention", jax.ShapeDtypeStruct(q.shape, q.dtype), vmap_method="sequential")
+    return call(
+        q, cache_k, cache_v, new_k.astype(q.dtype), new_v.astype(q.dtype), mask_cache, mask_new,
+        scale=np.float32(scale), path=np.int64(requested_path()),
+    )
+
+
 def project(x: jax.Array, w: jax.Array, kernel_out: int | None, out_dtype=None) -> jax.Array:
     """The models' one matmul: x [..., K] times a weight, in `out_dtype` (default x's).
 

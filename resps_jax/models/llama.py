@@ -89,8 +89,11 @@ class RMSNorm(nnx.Module):
     def __init__(self, dim: int, eps: float, dtype):
         self.weight = nnx.Param(jnp.ones((dim,), dtype))
         self.eps = eps
+        self.kernel = False  # static: the row-order-fixed CPU kernel (to_kernel_layout)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kernel:
+            return kernels.rms_norm(x, self.weight[...], self.eps)
         return rms_norm(x, self.weight[...], self.eps)
 
 
@@ -130,6 +133,7 @@ class Attention(nnx.Module):
         self.v_proj = Linear(d_in, kv * d, bias=bias, dtype=dtype, rngs=rngs)
         self.o_proj = Linear(h * d, d_out, bias=bias, dtype=dtype, rngs=rngs)
         self.num_heads, self.num_kv_heads, self.head_dim = h, kv, d
+        self.kernel_attention = False  # static: the CPU attention kernel (to_kernel_layout)
 
     def __call__(
         self,
@@ -143,7 +147,6 @@ class Attention(nnx.Module):
         batch, t, _ = x.shape
         kvh, d = self.num_kv_heads, self.head_dim
         group = self.num_heads // kvh
-        capacity = cache_k.shape[2]
         dtype = cache_v.dtype
         q = self.q_proj(x).reshape(batch, t, kvh * group, d).transpose(0, 2, 1, 3)  # [B, H, T, D]
         k = self.k_proj(x).reshape(batch, t, kvh, d).transpose(0, 2, 1, 3)  # [B, KVH, T, D]
@@ -152,6 +155,23 @@ class Attention(nnx.Module):
         rows = apply_rope(q, *rope).reshape(batch, kvh, group * t, d)  # [B, KVH, Q=G*T, D]
 
         seen_cache, seen_new = split_mask(mask, lengths, t)  # [B, T, S], [B, T, T]
+        if self.kernel_attention:  # one pass over K/V, batch-invariant (kernels/cpu/attention.cc)
+            out = kernels.attention(rows, cache_k, cache_v, k, v, seen_cache, seen_new, 1 / math.sqrt(d))
+            out = out.reshape(batch, kvh, group, t, d).astype(dtype).transpose(0, 3, 1, 2, 4)  # [B, T, KVH, G, D]
+        else:
+            out = self._attend_xla(rows, k, v, cache_k, cache_v, seen_cache, seen_new)
+        k, v = after((k, v), out)  # the reads above come first: the writes below are in place
+        cache_k = write_rows(cache_k, k, lengths, axis=1)
+        cache_v = write_rows(cache_v, v, lengths, axis=1)
+        return self.o_proj(out.reshape(batch, t, kvh * group * d)), cache_k, cache_v
+
+    def _attend_xla(self, rows, k, v, cache_k, cache_v, seen_cache, seen_new) -> jax.Array:
+        """XLA's dots: rows [B, KVH, G*T, D], new k/v [B, KVH, T, D] -> out [B, T, KVH, G, D]."""
+        batch, kvh, _, d = rows.shape
+        t = k.shape[2]
+        group = self.num_heads // kvh
+        capacity = cache_k.shape[2]
+        dtype = cache_v.dtype
         # scores with the key axis before the query rows: [B, KVH, S, Q] and [B, KVH, T, Q]
         s_cache = jnp.einsum("bksd,bkqd->bksq", cache_k, rows, preferred_element_type=jnp.float32)
         s_new = jnp.einsum("bkjd,bkqd->bkjq", k, rows, preferred_element_type=jnp.float32)
@@ -175,12 +195,7 @@ class Attention(nnx.Module):
             preferred_element_type=jnp.float32,
         )  # [B, KVH, Q, D]
         out = (out.reshape(batch, kvh, group, t, d) / total[..., None]).astype(dtype)
-        out = out.transpose(0, 3, 1, 2, 4)  # [B, T, KVH, G, D]
-
-        k, v = after((k, v), out)  # the reads above come first: the writes below are in place
-        cache_k = write_rows(cache_k, k, lengths, axis=1)
-        cache_v = write_rows(cache_v, v, lengths, axis=1)
-        return self.o_proj(out.reshape(batch, t, kvh * group * d)), cache_k, cache_v
+        return out.transpose(0, 3, 1, 2, 4)  # [B, T, KVH, G, D]
 
 
 class MLP(nnx.Module):
@@ -266,7 +281,9 @@ def to_kernel_layout(module: nnx.Module) -> nnx.Module:
     """A copy of `module` (a target or a head) whose products run on the CPU kernel.
 
     Every Linear's [in, out] weight is packed once into the kernel's panels; a tied LM head
-    gets a packed copy of the embedding (the lookup keeps the [V, E] table). The original
+    gets a packed copy of the embedding (the lookup keeps the [V, E] table); attention and
+    RMSNorm run on their kernels. Together they make the forward batch-invariant: a row's
+    logits do not depend on how many rows share the forward. The original
     module is untouched: training and checkpoints keep [in, out].
     """
     module = nnx.clone(module)
@@ -275,7 +292,11 @@ def to_kernel_layout(module: nnx.Module) -> nnx.Module:
             w = jnp.asarray(sub.weight[...])  # [in, out]
             sub.weight = nnx.Param(kernels.pack_weight(w))  # [out/32, in, 32]
             sub.kernel_out = int(w.shape[1])
-        elif isinstance(sub, Llama) and sub.lm_head is None and not sub.kernel_logits:
+        elif isinstance(sub, Attention):
+            sub.kernel_attention = True
+        elif isinstance(sub, RMSNorm):
+            sub.kernel = True
+        if isinstance(sub, Llama) and sub.lm_head is None and not sub.kernel_logits:
             sub.lm_head_panels = nnx.Param(kernels.pack_rows(jnp.asarray(sub.embed_tokens.weight[...])))
             sub.kernel_logits = True
     return module

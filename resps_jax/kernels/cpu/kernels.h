@@ -22,3 +22,5 @@ Path resolve_path(int64_t requested);
 
 // The FFI handlers (symbols registered with XLA by the Python side).
 XLA_FFI_DECLARE_HANDLER_SYMBOL(ResPSMatmul);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(ResPSAttention);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(ResPSRmsNorm);

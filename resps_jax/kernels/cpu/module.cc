@@ -40,6 +40,8 @@ PyObject* handlers(PyObject*, PyObject*) {
   };
   const Entry entries[] = {
       {"resps_matmul", reinterpret_cast<void*>(ResPSMatmul)},
+      {"resps_attention", reinterpret_cast<void*>(ResPSAttention)},
+      {"resps_rms_norm", reinterpret_cast<void*>(ResPSRmsNorm)},
   };
   for (const Entry& entry : entries) {
     PyObject* capsule = PyCapsule_New(entry.fn, nullptr, nullptr);

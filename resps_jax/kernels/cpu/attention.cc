@@ -1,0 +1,310 @@
+// Attention of T new tokens (G query heads per KV head) over a KV cache and over each
+// other, in one pass over each KV head's keys and values, batch-invariant by construction.
+//
+// Why: XLA:CPU runs the score and value products with 3 query rows per KV head as small
+// GEMMs at 4-11 GB/s, so a decoded token after a 2,000-token prompt cost 1.7x one after a
+// short prompt, and the products' summation order depends on T, so a prefix's logits
+// differed between a 1-token decode and a T-token verification.
+//
+// Per query row, in key order (the cache slots 0..S-1, then the new tokens 0..T-1), with
+// masked keys skipped (exactly what adding their zero weight would give):
+//   score = (q . k) * scale        one fixed dot over D (lanes, then one fixed reduction)
+//   m     = max over visible keys  (exact in any order)
+//   p     = exp(score - m)         one elementwise exp
+//   denom = sum of p, sequentially in key order
+//   out   = (sum of p * v, per dimension sequentially in key order) / denom
+// Nothing depends on T or on the other rows, so a key's contribution is the same whether
+// it sits in the cache (decoding) or among the new tokens (verification), provided the
+// visible keys come in the same order: the committed prefix in slot order, then the tree
+// ancestors in index order (a tree's ancestors precede their descendants), then itself,
+// which is also the order the accepted path is compacted into the cache.
+//
+// Shapes: q [B, KVH, G*T, D] (row r is new token r % T), cache_k/v [B, KVH, S, D], k/v new
+// [B, KVH, T, D], mask_cache [B, T, S] and mask_new [B, T, T] (bool), out [B, KVH, G*T, D].
+// q, k, v and out share one dtype (f32 or bf16); accumulation is f32.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define RESPS_X86 1
+#endif
+
+#include "kernels.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace resps {
+
+namespace {
+
+inline float widen(float v) { return v; }
+inline float widen(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+inline void narrow(float v, float* out) { *out = v; }
+inline void narrow(float v, uint16_t* out) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    *out = static_cast<uint16_t>((bits >> 16) | 0x40);
+    return;
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  *out = static_cast<uint16_t>(bits >> 16);
+}
+
+struct Dims {
+  int64_t b, kvh, q, t, s, d;
+};
+
+// Scratch reused across calls (one set per thread running the handler).
+struct Scratch {
+  std::vector<float> scores;  // [Q, S + T]
+  std::vector<float> acc;     // [Q, D]
+  std::vector<float> query;   // [Q, D], the rows widened to f32
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// ---------------------------------------------------------------- the portable path
+template <class T>
+float dot_portable(const float* q, const T* k, int64_t d) {
+  float lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= d; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += q[i + l] * widen(k[i + l]);
+  for (int l = 0; i + l < d; ++l) lanes[l] += q[i + l] * widen(k[i + l]);
+  return ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+}
+
+template <class T>
+void axpy_portable(float p, const T* v, float* acc, int64_t d) {
+  for (int64_t i = 0; i < d; ++i) acc[i] += p * widen(v[i]);
+}
+
+void exp_portable(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+#ifdef RESPS_X86
+// ---------------------------------------------------------------- AVX-512 (D % 16 == 0)
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m512 load16(const T* base) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+  } else {
+    return _mm512_loadu_ps(base);
+  }
+}
+
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) float dot_avx512(const float* q, const T* k, int64_t d) {
+  __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q), load16(k));
+  for (int64_t i = 16; i < d; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load16(k + i), acc);
+  return _mm512_reduce_add_ps(acc);
+}
+
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void axpy_avx512(float p, const T* v, float* acc, int64_t d) {
+  const __m512 pv = _mm512_set1_ps(p);
+  for (int64_t i = 0; i < d; i += 16) {
+    _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(pv, load16(v + i), _mm512_loadu_ps(acc + i)));
+  }
+}
+
+// exp(x) for x <= 0 (scores minus their max): 2^n * P(r), r = x - n ln2 in [-ln2/2, ln2/2],
+// P a degree-6 Taylor polynomial (relative error ~2e-7); below -87 it is 0.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void exp_avx512(float* x, int64_t n) {
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), ln2_hi = _mm512_set1_ps(0.693359375f),
+               ln2_lo = _mm512_set1_ps(-2.12194440e-4f), floor = _mm512_set1_ps(-87.0f);
+  const __m512 c6 = _mm512_set1_ps(1.0f / 720), c5 = _mm512_set1_ps(1.0f / 120), c4 = _mm512_set1_ps(1.0f / 24),
+               c3 = _mm512_set1_ps(1.0f / 6), c2 = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+    const __mmask16 tiny = _mm512_cmp_ps_mask(v, floor, _CMP_LT_OQ);
+    v = _mm512_max_ps(v, floor);
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, ln2_hi, v);
+    r = _mm512_fnmadd_ps(k, ln2_lo, r);
+    __m512 poly = _mm512_fmadd_ps(c6, r, c5);
+    poly = _mm512_fmadd_ps(poly, r, c4);
+    poly = _mm512_fmadd_ps(poly, r, c3);
+    poly = _mm512_fmadd_ps(poly, r, c2);
+    poly = _mm512_fmadd_ps(poly, r, one);
+    poly = _mm512_fmadd_ps(poly, r, one);
+    __m512 out = _mm512_scalef_ps(poly, k);
+    out = _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), out);
+    _mm512_mask_storeu_ps(x + i, live, out);
+  }
+}
+#endif
+
+template <class T>
+struct Ops {
+  float (*dot)(const float*, const T*, int64_t);
+  void (*axpy)(float, const T*, float*, int64_t);
+  void (*exp)(float*, int64_t);
+};
+
+template <class T>
+Ops<T> ops_for(Path path, int64_t d) {
+#ifdef RESPS_X86
+  if (path == Path::kAvx512 && d % 16 == 0) return {dot_avx512<T>, axpy_avx512<T>, exp_avx512};
+#endif
+  (void)path;
+  (void)d;
+  return {dot_portable<T>, axpy_portable<T>, exp_portable};
+}
+
+template <class T>
+void attend(const Dims& n, const T* q, const T* cache_k, const T* cache_v, const T* new_k, const T* new_v,
+            const bool* mask_cache, const bool* mask_new, float scale, T* out, Path path) {
+  const Ops<T> op = ops_for<T>(path, n.d);
+  Scratch& buf = scratch();
+  const int64_t keys = n.s + n.t;
+  buf.scores.resize(static_cast<size_t>(n.q * keys));
+  buf.acc.resize(static_cast<size_t>(n.q * n.d));
+  buf.query.resize(static_cast<size_t>(n.q * n.d));
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t b = 0; b < n.b; ++b) {
+    // the last visible cache slot over this row's new tokens: later slots are never read
+    int64_t s_end = 0;
+    for (int64_t t = 0; t < n.t; ++t) {
+      const bool* row = mask_cache + (b * n.t + t) * n.s;
+      for (int64_t s = n.s; s > s_end; --s) {
+        if (row[s - 1]) {
+          s_end = s;
+          break;
+        }
+      }
+    }
+    for (int64_t h = 0; h < n.kvh; ++h) {
+      const int64_t head = b * n.kvh + h;
+      const T* kc = cache_k + head * n.s * n.d;
+      const T* vc = cache_v + head * n.s * n.d;
+      const T* kn = new_k + head * n.t * n.d;
+      const T* vn = new_v + head * n.t * n.d;
+      for (int64_t i = 0; i < n.q * n.d; ++i) buf.query[i] = widen(q[head * n.q * n.d + i]);
+      // scores, key-major so each key is read once for all rows
+      for (int64_t s = 0; s < s_end; ++s) {
+        for (int64_t r = 0; r < n.q; ++r) {
+          const bool seen = mask_cache[(b * n.t + r % n.t) * n.s + s];
+          buf.scores[r * keys + s] = seen ? op.dot(&buf.query[r * n.d], kc + s * n.d, n.d) * scale : neg_inf;
+        }
+      }
+      for (int64_t j = 0; j < n.t; ++j) {
+        for (int64_t r = 0; r < n.q; ++r) {
+          const bool seen = mask_new[(b * n.t + r % n.t) * n.t + j];
+          buf.scores[r * keys + s_end + j] = seen ? op.dot(&buf.query[r * n.d], kn + j * n.d, n.d) * scale : neg_inf;
+        }
+      }
+      // softmax weights per row; the denominator summed in key order
+      std::vector<float> denom(static_cast<size_t>(n.q));
+      const int64_t used = s_end + n.t;
+      for (int64_t r = 0; r < n.q; ++r) {
+        float* sc = &buf.scores[r * keys];
+        float top = neg_inf;
+        for (int64_t i = 0; i < used; ++i) top = std::max(top, sc[i]);
+        if (top == neg_inf) top = 0;  // a row that sees nothing: all weights 0, out 0 / 0
+        for (int64_t i = 0; i < used; ++i) sc[i] = sc[i] - top;  // -inf stays -inf -> exp 0
+        op.exp(sc, used);
+        float total = 0;
+        for (int64_t i = 0; i < used; ++i) {
+          if (sc[i] != 0.0f) total += sc[i];
+        }
+        denom[r] = total;
+      }
+      // weighted values, key-major; each row's accumulator sums its keys in order
+      std::fill(buf.acc.begin(), buf.acc.end(), 0.0f);
+      for (int64_t s = 0; s < s_end; ++s) {
+        for (int64_t r = 0; r < n.q; ++r) {
+          const float p = buf.scores[r * keys + s];
+          if (p != 0.0f) op.axpy(p, vc + s * n.d, &buf.acc[r * n.d], n.d);
+        }
+      }
+      for (int64_t j = 0; j < n.t; ++j) {
+        for (int64_t r = 0; r < n.q; ++r) {
+          const float p = buf.scores[r * keys + s_end + j];
+          if (p != 0.0f) op.axpy(p, vn + j * n.d, &buf.acc[r * n.d], n.d);
+        }
+      }
+      T* o = out + head * n.q * n.d;
+      for (int64_t r = 0; r < n.q; ++r) {
+        const float inv = 1.0f / denom[r];
+        for (int64_t i = 0; i < n.d; ++i) narrow(buf.acc[r * n.d + i] * inv, &o[r * n.d + i]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+ffi::Error AttentionImpl(ffi::AnyBuffer q, ffi::AnyBuffer cache_k, ffi::AnyBuffer cache_v, ffi::AnyBuffer new_k,
+                         ffi::AnyBuffer new_v, ffi::Buffer<ffi::PRED> mask_cache, ffi::Buffer<ffi::PRED> mask_new,
+                         ffi::Result<ffi::AnyBuffer> out, float scale, int64_t path_attr) {
+  auto qd = q.dimensions(), cd = cache_k.dimensions(), nd = new_k.dimensions();
+  if (qd.size() != 4 || cd.size() != 4 || nd.size() != 4) {
+    return ffi::Error::InvalidArgument("resps_attention: q, cache and new K/V must be rank 4");
+  }
+  const Dims n{qd[0], qd[1], qd[2], nd[2], cd[2], qd[3]};
+  if (cd[0] != n.b || cd[1] != n.kvh || cd[3] != n.d || nd[0] != n.b || nd[1] != n.kvh || nd[3] != n.d ||
+      n.q % n.t != 0 || mask_cache.element_count() != static_cast<size_t>(n.b * n.t * n.s) ||
+      mask_new.element_count() != static_cast<size_t>(n.b * n.t * n.t)) {
+    return ffi::Error::InvalidArgument("resps_attention: shapes do not agree");
+  }
+  const ffi::DataType dtype = q.element_type();
+  for (const ffi::AnyBuffer* buffer : {&cache_k, &cache_v, &new_k, &new_v}) {
+    if (buffer->element_type() != dtype) return ffi::Error::InvalidArgument("resps_attention: mixed dtypes");
+  }
+  if (out->element_type() != dtype) return ffi::Error::InvalidArgument("resps_attention: mixed dtypes");
+  const Path path = resolve_path(path_attr);
+  const bool* mc = reinterpret_cast<const bool*>(mask_cache.typed_data());
+  const bool* mn = reinterpret_cast<const bool*>(mask_new.typed_data());
+  if (dtype == ffi::DataType::F32) {
+    attend<float>(n, static_cast<const float*>(q.untyped_data()), static_cast<const float*>(cache_k.untyped_data()),
+                  static_cast<const float*>(cache_v.untyped_data()), static_cast<const float*>(new_k.untyped_data()),
+                  static_cast<const float*>(new_v.untyped_data()), mc, mn, scale,
+                  static_cast<float*>(out->untyped_data()), path);
+  } else if (dtype == ffi::DataType::BF16) {
+    attend<uint16_t>(n, static_cast<const uint16_t*>(q.untyped_data()),
+                     static_cast<const uint16_t*>(cache_k.untyped_data()),
+                     static_cast<const uint16_t*>(cache_v.untyped_data()),
+                     static_cast<const uint16_t*>(new_k.untyped_data()),
+                     static_cast<const uint16_t*>(new_v.untyped_data()), mc, mn, scale,
+                     static_cast<uint16_t*>(out->untyped_data()), path);
+  } else {
+    return ffi::Error::InvalidArgument("resps_attention: float32 or bfloat16 expected");
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace resps
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResPSAttention, resps::AttentionImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::AnyBuffer>()               // q [B, KVH, G*T, D]
+                                  .Arg<xla::ffi::AnyBuffer>()               // cache K [B, KVH, S, D]
+                                  .Arg<xla::ffi::AnyBuffer>()               // cache V [B, KVH, S, D]
+                                  .Arg<xla::ffi::AnyBuffer>()               // new K [B, KVH, T, D]
+                                  .Arg<xla::ffi::AnyBuffer>()               // new V [B, KVH, T, D]
+                                  .Arg<xla::ffi::Buffer<xla::ffi::PRED>>()  // mask over the cache [B, T, S]
+                                  .Arg<xla::ffi::Buffer<xla::ffi::PRED>>()  // mask among new [B, T, T]
+                                  .Ret<xla::ffi::AnyBuffer>()               // out [B, KVH, G*T, D]
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("path"));

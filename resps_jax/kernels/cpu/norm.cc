@@ -1,0 +1,93 @@
+// RMSNorm over the last axis, y = w * x / sqrt(mean(x^2) + eps), one row at a time.
+//
+// Why a kernel: XLA:CPU's row reduction changes its vectorisation with the number of rows
+// (measured: the mean of squares of a 576-wide row differs in the last bit between 1-7
+// rows and 8 or more), so a prefix's hidden state differed between a 1-token decode and an
+// 8-token verification. Here every row's sum of squares runs in one fixed order (8 lanes
+// over the row, then one fixed tree), whatever M is. Plain C++ compiled with
+// -ffp-contract=off: the same bits on every path and compiler.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace resps {
+
+namespace {
+
+inline float widen(float v) { return v; }
+inline float widen(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+inline void narrow(float v, float* out) { *out = v; }
+inline void narrow(float v, uint16_t* out) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    *out = static_cast<uint16_t>((bits >> 16) | 0x40);
+    return;
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  *out = static_cast<uint16_t>(bits >> 16);
+}
+
+template <class T, class W>
+void rms_rows(const T* x, const W* w, T* y, int64_t m, int64_t e, float eps) {
+  for (int64_t row = 0; row < m; ++row) {
+    const T* xr = x + row * e;
+    float lanes[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= e; i += 8)
+      for (int l = 0; l < 8; ++l) lanes[l] += widen(xr[i + l]) * widen(xr[i + l]);
+    for (int l = 0; i + l < e; ++l) lanes[l] += widen(xr[i + l]) * widen(xr[i + l]);
+    const float sum = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+    const float inv = 1.0f / std::sqrt(sum / static_cast<float>(e) + eps);
+    for (int64_t j = 0; j < e; ++j) narrow(widen(w[j]) * (widen(xr[j]) * inv), &y[row * e + j]);
+  }
+}
+
+}  // namespace
+
+ffi::Error RmsNormImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, float eps) {
+  auto xd = x.dimensions();
+  if (xd.size() != 2 || w.element_count() != static_cast<size_t>(xd[1]) || y->element_type() != x.element_type()) {
+    return ffi::Error::InvalidArgument("resps_rms_norm: x [M, E], w [E], y [M, E] like x expected");
+  }
+  const int64_t m = xd[0], e = xd[1];
+  const bool xb = x.element_type() == ffi::DataType::BF16, wb = w.element_type() == ffi::DataType::BF16;
+  if ((!xb && x.element_type() != ffi::DataType::F32) || (!wb && w.element_type() != ffi::DataType::F32)) {
+    return ffi::Error::InvalidArgument("resps_rms_norm: float32 or bfloat16 expected");
+  }
+  void* out = y->untyped_data();
+  if (xb && wb) {
+    rms_rows(static_cast<const uint16_t*>(x.untyped_data()), static_cast<const uint16_t*>(w.untyped_data()),
+             static_cast<uint16_t*>(out), m, e, eps);
+  } else if (xb) {
+    rms_rows(static_cast<const uint16_t*>(x.untyped_data()), static_cast<const float*>(w.untyped_data()),
+             static_cast<uint16_t*>(out), m, e, eps);
+  } else if (wb) {
+    rms_rows(static_cast<const float*>(x.untyped_data()), static_cast<const uint16_t*>(w.untyped_data()),
+             static_cast<float*>(out), m, e, eps);
+  } else {
+    rms_rows(static_cast<const float*>(x.untyped_data()), static_cast<const float*>(w.untyped_data()),
+             static_cast<float*>(out), m, e, eps);
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace resps
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResPSRmsNorm, resps::RmsNormImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::AnyBuffer>()  // x [M, E]
+                                  .Arg<xla::ffi::AnyBuffer>()  // w [E]
+                                  .Ret<xla::ffi::AnyBuffer>()  // y [M, E]
+                                  .Attr<float>("eps"));
