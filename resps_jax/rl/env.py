@@ -41,7 +41,7 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], steps: in
     between the two: four such start-ups (session 16's ablations, same engine and actions) read
     `ar` at 0.85-1.04 AR steps and 16/4/4 at 2.37-2.99. A ratio within one round cancels slow
     drift, and the median drops a round that a burst of other work hit: the worst spread over
-    three calibrations fell from 1.30 to 1.19 (benchmarks/step_cost_spread.py).
+    three calibrations fell from 1.30 to 1.19 (benchmarks/probes/step_cost_spread.py).
 
     No EOS stops a timed run, so every round decodes the same number of steps. Pass the run's
     own `cache_len`: attention cost grows with the cache, and measuring at the run's length

@@ -6,7 +6,7 @@ over the same held-out prompts (our AR and the listed trees, every output checke
 AR), so drift on the machine hits every setting alike. The flags are the ones a 30-layer
 matmul chain found faster (docs/results.md): oneDNN's and YNNPACK's dot fusions.
 
-    python benchmarks/xla_flags.py [--rounds 2] [--per-benchmark 1] [--trees "4,2,2"]
+    python benchmarks/probes/xla_flags.py [--rounds 2] [--per-benchmark 1] [--trees "4,2,2"]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SETTINGS = {
 
 def one_run(flags: str, args, out: Path) -> list[dict]:
     env = dict(os.environ, XLA_FLAGS=" ".join(f for f in (os.environ.get("XLA_FLAGS", ""), flags) if f))
-    cmd = [sys.executable, str(Path(__file__).with_name("spec_decode.py")), "--no-hf", "--per-benchmark",
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "spec_decode.py"), "--no-hf", "--per-benchmark",
            str(args.per_benchmark), "--new-tokens", str(args.new_tokens), "--trees", args.trees,
            "--json-out", str(out)]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)

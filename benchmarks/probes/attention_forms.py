@@ -12,7 +12,7 @@ one new token, the cache read (not written) in a `fori_loop` of 30 layers, best 
 Each form is checked against `dot` first. Issue 11's goal is <= 5 ms per token at 1792
 slots; XLA_FLAGS (e.g. --xla_cpu_experimental_onednn_fusion_type=dot) apply as set.
 
-    python benchmarks/attention_forms.py [dot mulred gemv flat]
+    python benchmarks/probes/attention_forms.py [dot mulred gemv flat]
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ column, down by row, one all-reduce per layer), and times it beside the same cha
 device, interleaved, at 1, 4 and 8 rows. Pass `--single-thread` to turn off Eigen's
 threads, so each device computes on one core.
 
-    python benchmarks/model_parallel_cpu.py [--single-thread]
+    python benchmarks/probes/model_parallel_cpu.py [--single-thread]
 """
 
 from __future__ import annotations

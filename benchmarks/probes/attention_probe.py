@@ -17,7 +17,7 @@ or if nothing ordered the write after the reads (see models/llama.py Attention).
 census says whether that happens; the timing says what it costs (reading a 1792-slot f32
 cache is 30 layers x 2 x 3 x 1792 x 64 x 4 B = 83 MB per token).
 
-    python benchmarks/attention_probe.py [--hlo-slots 1792] [--slots 256,1792] [--new-tokens 64]
+    python benchmarks/probes/attention_probe.py [--hlo-slots 1792] [--slots 256,1792] [--new-tokens 64]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ part of (b)), is read from the OS. Prints, per source: CPU hours, minutes of wal
 optimisation steps and the held-out top-1 agreement by test-time-training step (20 benchmark
 prompts, the target's greedy answers: the same for both).
 
-    python benchmarks/head_sources.py --minutes 30 [--distill-prompts 600] [--workdir DIR]
+    python benchmarks/probes/head_sources.py --minutes 30 [--distill-prompts 600] [--workdir DIR]
         [--config configs/smollm2.py] [-- extra --config.draft.x=y overrides]
 """
 

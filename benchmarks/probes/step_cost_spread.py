@@ -7,7 +7,7 @@ best of 2 after a compile), and `rounds` (`rl/env.py: measure_step_costs` now: A
 action back to back per round, the median of per-round ratios). Prints each action's cost
 per calibration and its spread (max / min) per way.
 
-    python benchmarks/step_cost_spread.py [--calibrations 3] [--draft smollm2]
+    python benchmarks/probes/step_cost_spread.py [--calibrations 3] [--draft smollm2]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ length, and the speed-up over AR that follows from the step costs (`--tree-cost`
 tree's step in AR steps, as `train` measures it at start-up; a declined step costs
 1 + gate cost). Greedy, so the tokens are AR's whatever the gate does.
 
-    python benchmarks/gate_probe.py --prompts 20 --tree 4,2,2 --tree-cost 1.85
+    python benchmarks/probes/gate_probe.py --prompts 20 --tree 4,2,2 --tree-cost 1.85
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 2. The no-draft action `ar`: its step cost against a plain AR step (DESIGN: <= 1.05x).
    Both run the same prompts with the same fixed cache length, best of --repeats.
 
-    python benchmarks/resps_overhead.py [--policy WORKDIR] [--prompts 6] [--new-tokens 96] [--interval 30]
+    python benchmarks/probes/resps_overhead.py [--policy WORKDIR] [--prompts 6] [--new-tokens 96] [--interval 30]
 
 Without --policy a freshly initialised policy of the config's shape stands in (the cost
 of a call does not depend on its weights).

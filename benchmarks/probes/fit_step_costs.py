@@ -12,7 +12,7 @@ policy ran them (switches, catch-ups and policy calls included), and prints them
 tokens each kind of step committed. A tree step pays only where its tokens per step exceed
 c_tree / c_ar.
 
-    python benchmarks/fit_step_costs.py <workdir>/report/results.jsonl
+    python benchmarks/probes/fit_step_costs.py <workdir>/report/results.jsonl
 """
 
 from __future__ import annotations

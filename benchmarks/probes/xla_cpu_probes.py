@@ -13,7 +13,7 @@ vocab 49152, 30 layers) and prints ms and GB/s of weights read:
     three layouts (K as the engine stores it, K stored transposed, group heads folded into
     rows), with the cache bytes read per step as GB/s.
 
-    python benchmarks/xla_cpu_probes.py
+    python benchmarks/probes/xla_cpu_probes.py
 """
 
 from __future__ import annotations
