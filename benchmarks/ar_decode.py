@@ -1,6 +1,7 @@
 """AR decoding speed on the embedded default: ours, transformers and llama.cpp in one run.
 
-Prints, for SmolLM2-135M-Instruct and N new tokens after a chat prompt: our AR tokens/s,
+Prints, for SmolLM2-135M-Instruct and N new tokens after a chat prompt: our AR tokens/s (with
+the CPU kernels and with XLA's dot),
 transformers' greedy `generate` tokens/s on the same GGUF, llama.cpp's (llama-cpp-python)
 greedy tokens/s, the machine's read bandwidth measured now, and the read-bandwidth roofline
 (weight bytes read per token / bandwidth). Every decoder is forced to produce exactly N tokens
@@ -14,7 +15,7 @@ against ours. llama.cpp is an optional bench dependency (`pip install -e .[bench
 the sdist); without it, it is skipped with one line.
 
     python benchmarks/ar_decode.py [--new-tokens 128] [--repeats 3] [--dtype float32]
-                                   [--no-hf] [--no-llama-cpp] [--threads CORES]
+                                   [--matmul kernel,xla] [--no-hf] [--no-llama-cpp] [--threads CORES]
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ def read_bandwidth_gbs(gib: float = 1.0, repeats: int = 7) -> float:
     return x.nbytes / best / 1e9
 
 
-def weight_bytes_per_token(engine: Engine) -> int:
-    """Every parameter is read once per token (the tied embedding as the LM head)."""
-    leaves = jax.tree.leaves(nnx.to_pure_dict(engine.params))
+def weight_bytes_per_token(model) -> int:
+    """Every parameter is read once per token (the tied embedding as the LM head).
+
+    Counted on the model as loaded: a kernel engine also holds the embedding's packed copy
+    for the LM head, but each token still reads the table once (its lookup reads one row).
+    """
+    leaves = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     return int(sum(leaf.nbytes for leaf in leaves))
 
 
@@ -161,6 +166,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--matmul", default="kernel,xla", help="our backends to time: kernel, xla or both")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
@@ -170,17 +176,19 @@ def main() -> None:
     setup_runtime()
 
     target = load_target("smollm2", parse_dtype(args.dtype))
-    engine = Engine(target.model)
+    engines = {m: Engine(target.model, matmul=m) for m in args.matmul.split(",")}
+    engine = next(iter(engines.values()))
     ids = encode_prompt(target.tokenizer, PROMPT)
     n = args.new_tokens
 
     bandwidth = read_bandwidth_gbs()
-    weight_bytes = weight_bytes_per_token(engine)
+    weight_bytes = weight_bytes_per_token(target.model)
     roofline_ms = weight_bytes / (bandwidth * 1e9) * 1e3
 
     rows = []
-    ours_full, ours_first = time_ours(engine, ids, n, args.repeats)
-    rows.append(("resps_jax AR", ours_full, ours_first))
+    for matmul, each in engines.items():
+        ours_full, ours_first = time_ours(each, ids, n, args.repeats)
+        rows.append((f"resps_jax AR ({matmul})", ours_full, ours_first))
     if not args.no_hf:
         hf = time_transformers(ids, n, args.repeats)
         if hf is not None:

@@ -3,12 +3,13 @@
 For every prompt (first turn) of the five benchmark sets, decodes with AR and with each
 tree shape and compares the tokens. A divergence is explained or not: the target's top-2
 logit gap at the first differing position is computed, and one below 1e-4 is a
-floating-point near-tie (tree verification batches the same math differently); anything
-else would be a bug. Prints counts per benchmark and tree, and the worst gap.
+floating-point near-tie (with XLA's dot, tree verification batches the same math
+differently; the CPU kernels are batch-invariant, so there a divergence of any kind is a
+bug); anything else would be a bug. Prints counts per benchmark and tree, and the worst gap.
 
     python benchmarks/lossless_check.py [--per-benchmark 80] [--trees "8,3,2;16,4,4;7,5,1"]
         [--benchmarks mt_bench,sum] [--log docs/lossless_log.jsonl]   # resumable, across sessions
-        [--policy WORKDIR] [--cycle "ar;4,2,2;8,3,2"] [--interval 4]
+        [--policy WORKDIR] [--cycle "ar;4,2,2;8,3,2"] [--interval 4] [--matmul kernel|xla] [--dtype bfloat16]
 
 Policy-driven decoders switch actions between intervals: `--policy` runs a trained Re-SpS
 policy (sampled at its inference temperature), `--cycle` a round-robin over an action set
@@ -41,7 +42,8 @@ NEAR_TIE = 1e-4
 def top2_gap(target, ids: list[int]) -> float:
     """Target logit gap between the best and second-best next token after `ids`."""
     cfg = target.cfg
-    cache = KVCache.create(cfg.num_layers, 1, len(ids), cfg.num_kv_heads, cfg.head_dim, jnp.float32)
+    dtype = target.embed_tokens.weight[...].dtype
+    cache = KVCache.create(cfg.num_layers, 1, len(ids), cfg.num_kv_heads, cfg.head_dim, dtype)
     hidden, _, _ = target(jnp.asarray([ids]), jnp.arange(len(ids))[None], cache, causal_mask(1, len(ids)))
     top = np.sort(np.asarray(target.logits(hidden[0, -1])))[-2:]
     return float(top[1] - top[0])
@@ -59,10 +61,12 @@ def main() -> None:
     parser.add_argument("--policy", help="a trained policy (train workdir or checkpoint): adds decoder 'resps'")
     parser.add_argument("--cycle", help="an action set ('ar;4,2,2;...') run round-robin: adds decoder 'cycle'")
     parser.add_argument("--interval", type=int, default=4, help="steps per decision for --policy / --cycle")
+    parser.add_argument("--matmul", choices=["kernel", "xla"], help="backend (default: the kernels on one CPU device)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     setup_runtime()
-    target = load_target("smollm2")
-    engine = Engine(target.model)
+    target = load_target("smollm2", jnp.dtype(args.dtype))
+    engine = Engine(target.model, matmul=args.matmul)
     head = load_eagle3(resolve_draft_folder(args.draft), target.cfg)
     trees = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";") if t.strip()]
     decoders = {tree: (SpeculativeEngine(engine, head, [tree]), None) for tree in trees}

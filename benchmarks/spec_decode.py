@@ -97,13 +97,14 @@ def main() -> None:
                              "grid's largest tree margin, rounded up to 128), the same for every decoder; "
                              "fixed: one length for all, from the longest prompt")
     parser.add_argument("--no-hf", action="store_true")
+    parser.add_argument("--matmul", choices=["kernel", "xla"], help="backend (default: the kernels on one CPU device)")
     parser.add_argument("--json-out", help="write the rows here too")
     args = parser.parse_args()
     setup_runtime()
 
     target = load_target("smollm2")
     head = load_eagle3(resolve_draft_folder(args.draft), target.cfg)
-    engine = Engine(target.model)
+    engine = Engine(target.model, matmul=args.matmul)
     eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
     questions = [q for name in BENCHMARKS for q in load_benchmark(name, limit=args.per_benchmark)]
     prompts = [encode_prompt(target.tokenizer, q.turns[0]) for q in questions]

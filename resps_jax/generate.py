@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
     p.add_argument("--dtype", default="float32", help="float32 or bfloat16")
     p.add_argument("--mesh", help="DATAxMODEL device mesh, e.g. 2x4")
+    p.add_argument("--matmul", choices=["kernel", "xla"],
+                   help="weight products, attention and norms on the package's CPU kernels (default on one CPU "
+                        "device: batch-invariant, so speculation matches AR bit for bit) or XLA's own ops "
+                        "(default on meshes and accelerators)")
     p.add_argument("--cache-len", type=int, help="KV cache length (default: sized per prompt)")
     p.add_argument("--truncate-prompt", action="store_true", help="left-truncate prompts that do not fit")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     placement = Placement(make_mesh(mesh_shape))
     target = load_target(args.model, dtype, placement=placement)
-    engine = Engine(target.model, placement)
+    engine = Engine(target.model, placement, matmul=args.matmul)
     decoder = engine
     policy, interval = None, 30
     if args.mode == "static":
