@@ -190,3 +190,16 @@ def test_action_list_with_a_tree_too_large_for_its_limits(cli_env, tmp_path):
                               env=env, capture_output=True, text=True, timeout=180)
         line = assert_user_error(proc, "TT=100")
         assert re.search(r"at most 11\b", line), (module, line)
+
+
+def test_a_removed_head_or_policy_version_is_one_line_naming_its_commit(cli, tiny_hf_folder):
+    from resps_jax.heads import REMOVED_HEADS
+    from resps_jax.policies import REMOVED_POLICIES
+
+    line = assert_user_error(cli("--model", str(tiny_hf_folder), "--mode", "static", "--draft", "smollm2-v2",
+                                 "--prompt", "hi"), "smollm2-v2", REMOVED_HEADS["smollm2-v2"], "git checkout")
+    assert "removed from the package" in line
+    line = assert_user_error(cli("--model", str(tiny_hf_folder), "--mode", "resps", "--draft", "random",
+                                 "--policy", "smollm2-v4", "--prompt", "hi"),
+                             "smollm2-v4", REMOVED_POLICIES["smollm2-v4"], "git checkout")
+    assert "removed from the package" in line

@@ -26,6 +26,8 @@ def shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(ship, "HEADS_DIR", tmp_path / "heads")
     monkeypatch.setattr(heads, "HEADS_DIR", tmp_path / "heads")
     monkeypatch.setitem(heads.SHIPPED_HEADS, "smollm2", "smollm2-v1")  # what this fixture ships
+    monkeypatch.setattr(ship, "REMOVED_HEADS", {})  # a package that has shipped nothing before
+    monkeypatch.setattr(heads, "REMOVED_HEADS", {})
     head = random_head()
     save_eagle3(head, tmp_path / "draft")
     (tmp_path / "report.json").write_text(json.dumps(REPORT))
@@ -90,3 +92,36 @@ def test_an_exact_shipped_version_stays_loadable_after_the_next_one_ships(shippe
     assert resolve_draft_folder("smollm2-v1") == v1
     (tmp_path / "smollm2-v1").mkdir()  # ... but an existing local folder of that name is what the user means
     assert resolve_draft_folder("smollm2-v1").resolve() == (tmp_path / "smollm2-v1").resolve()
+
+
+def in_git(commit: str, path: str) -> bool | None:
+    """Whether `commit` holds `path` in this checkout's repository (None: not a git checkout)."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        return None
+    return subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{commit}:{path}"]).returncode == 0
+
+
+@pytest.mark.parametrize("version", sorted(heads.REMOVED_HEADS))
+def test_a_head_version_that_left_the_package_says_which_commit_keeps_it(version, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    commit = heads.REMOVED_HEADS[version]
+    with pytest.raises(UserError, match="removed from the package") as err:
+        resolve_draft_folder(version)
+    assert f"git checkout {commit} -- resps_jax/heads/{version}" in str(err.value)
+    assert in_git(commit, f"resps_jax/heads/{version}/model.safetensors") in (True, None)
+    assert not (heads.HEADS_DIR / version).exists()  # the package ships the current head only
+
+
+def test_a_removed_version_name_is_never_shipped_again(tmp_path, monkeypatch):
+    """Git holds smollm2-v1's bytes under that name; a new head must take a new one."""
+    monkeypatch.setattr(ship, "HEADS_DIR", tmp_path / "heads")
+    save_eagle3(random_head(), tmp_path / "draft")
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    args = ["--source", str(tmp_path / "draft"), "--report", str(tmp_path / "report.json"), "--version", "smollm2-v1"]
+    with pytest.raises(UserError, match="has shipped before"):
+        ship.main(args)
+    assert not (tmp_path / "heads").exists()

@@ -234,6 +234,24 @@ def test_a_shipped_policy_loads_by_name_and_is_never_rewritten(trained, tmp_path
     assert sorted(p.stat().st_mtime_ns for p in folder.rglob("*")) == before
 
 
+@pytest.mark.parametrize("version", ["smollm2-v1", "smollm2-v3", "smollm2-v4"])
+def test_a_policy_version_that_left_the_package_says_which_commit_keeps_it(version, tmp_path, monkeypatch):
+    from resps_jax.errors import UserError
+    from resps_jax.policies import POLICIES_DIR, REMOVED_POLICIES
+    from resps_jax.rl.checkpoint import load_policy
+
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    commit = REMOVED_POLICIES[version]
+    with pytest.raises(UserError, match="removed from the package") as err:
+        load_policy(version)
+    assert f"git checkout {commit} -- resps_jax/policies/{version}" in str(err.value)
+    assert not (POLICIES_DIR / version).exists()  # the package ships the current policy only
+    if (REPO / ".git").exists():  # the named commit really holds it
+        listed = subprocess.run(["git", "-C", str(REPO), "ls-tree", "-r", "--name-only", commit,
+                                 f"resps_jax/policies/{version}"], capture_output=True, text=True).stdout
+        assert "README.md" in listed and "checkpoints/" in listed
+
+
 def test_the_policy_shipped_for_smollm2_matches_its_config():
     """The committed policy (resps_jax/policies/) restores against configs/smollm2.py's actions and state."""
     from resps_jax.config_cli import parse_config_args, resolve_config_argv
@@ -245,8 +263,9 @@ def test_the_policy_shipped_for_smollm2_matches_its_config():
         pytest.skip("no SmolLM2 policy ships in this checkout")
     config = parse_config_args(resolve_config_argv(["--config", "smollm2"]))[0]
     actions, hidden = config_actions(config.actions), tuple(int(w) for w in config.rl.hidden.split(","))
-    # the default name, and every exact version an older result names
+    # the default name, and the exact version it stands for (the only one the package ships)
     loaded = {name: load_policy(name) for name in ["smollm2", *sorted(f.name for f in POLICIES_DIR.glob("smollm2-v*"))]}
+    assert len(loaded) == 2
     for name, (_, meta) in loaded.items():
         check_compatible(meta, actions, 3 * 576, hidden, locate(name)[0])
     agent, meta = loaded["smollm2"]

@@ -1,17 +1,24 @@
 """Draft heads shipped inside the package, so the embedded default speculates with no training.
 
-A head lives under a versioned folder (`smollm2-v1/`): config.json, float16 model.safetensors
+A head lives under a versioned folder (`smollm2-v3/`): config.json, float16 model.safetensors
 in the official EAGLE-3 layout, and a model card (README.md) saying what data, steps and
 command made it and what it measured. Versions are never rewritten in place (each binary
 commit stays in the repository's history), so a result names the exact head it used.
+
+Only the current version ships (each is about 19 MB of the wheel); older ones left the
+package and stay in git, restored by name from the commit in REMOVED_HEADS.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from resps_jax.errors import UserError
+
 HEADS_DIR = Path(__file__).resolve().parent
 SHIPPED_HEADS = {"smollm2": "smollm2-v3"}  # name -> the current version's folder
+# Versions that shipped once -> the last commit that changed their folder (whole there).
+REMOVED_HEADS = {"smollm2-v1": "494de85", "smollm2-v2": "26d34a9"}
 
 
 def head_version(spec: str) -> str:
@@ -22,9 +29,22 @@ def head_version(spec: str) -> str:
 
 def shipped_head_folder(name: str) -> Path | None:
     """The shipped head's folder for a model name (its current version) or for an exact version
-    (`smollm2-v1`: what an older result or policy used), or None when none ships."""
+    (`smollm2-v3`: what a result or policy used), or None when none ships."""
     version = head_version(name)
     if not version or "/" in version or version.startswith("."):
         return None
     folder = HEADS_DIR / version
     return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() else None
+
+
+def refuse_removed_head(version: str) -> None:
+    """One error line for a version that no longer ships: which commit has it and how to get it.
+
+    Checked only after the package has no such folder, so a version restored with the
+    command below loads by name again.
+    """
+    if version in REMOVED_HEADS:
+        commit, folder = REMOVED_HEADS[version], f"resps_jax/heads/{version}"
+        raise UserError(f"head {version} was removed from the package (it ships {SHIPPED_HEADS['smollm2']} only); "
+                        f"git keeps it: `git checkout {commit} -- {folder}` in a clone of the repository "
+                        "restores the folder (pass it as --draft; an editable install also loads it by name)")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from resps_jax.errors import UserError, run_cli
-from resps_jax.heads import HEADS_DIR
+from resps_jax.heads import HEADS_DIR, REMOVED_HEADS
 
 
 def write_card(folder: Path, report: dict, command: str, heldout: dict, extra: str) -> None:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--source", required=True, help="a float32 EAGLE-3 folder from train_draft")
     parser.add_argument("--report", required=True, help="train_draft's draft_report.json")
-    parser.add_argument("--version", required=True, help="folder name under resps_jax/heads/, e.g. smollm2-v1")
+    parser.add_argument("--version", required=True, help="folder name under resps_jax/heads/, e.g. smollm2-v4")
     parser.add_argument("--command", default="python -m resps_jax.train_draft --config configs/smollm2.py")
     parser.add_argument("--notes", default="", help="extra Markdown for the card (acceptance measurements)")
     args = parser.parse_args(argv)
@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.numpy import load_file, save_file
 
     source, folder = Path(args.source), HEADS_DIR / args.version
-    if folder.exists():
-        raise UserError(f"{folder} exists: shipped versions are never rewritten; pick a new --version")
+    if folder.exists() or args.version in REMOVED_HEADS:  # a removed version's name stays taken in git
+        raise UserError(f"{folder.name} has shipped before (its folder or git keeps it): versions are never "
+                        "rewritten; pick a new --version")
     if not (source / "model.safetensors").is_file():
         raise UserError(f"{source}: no model.safetensors (not a train_draft export)")
     report = json.loads(Path(args.report).read_text())

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from resps_jax.errors import UserError, run_cli
-from resps_jax.policies import POLICIES_DIR
+from resps_jax.policies import POLICIES_DIR, REMOVED_POLICIES
 
 
 def training_summary(log_path: Path) -> dict:
@@ -82,15 +82,16 @@ def write_card(folder: Path, meta: dict, summary: dict, command: str, notes: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--run", required=True, help="a train workdir (checkpoints/ and train_log.jsonl)")
-    parser.add_argument("--version", required=True, help="folder name under resps_jax/policies/, e.g. smollm2-v1")
+    parser.add_argument("--version", required=True, help="folder name under resps_jax/policies/, e.g. smollm2-v5")
     parser.add_argument("--step", type=int, help="the checkpoint step to ship (default: the latest)")
     parser.add_argument("--command", default="python -m resps_jax.train --config smollm2")
     parser.add_argument("--notes", default="", help="extra Markdown for the card (evaluation results)")
     args = parser.parse_args(argv)
 
     run, folder = Path(args.run).expanduser(), POLICIES_DIR / args.version
-    if folder.exists():
-        raise UserError(f"{folder} exists: shipped versions are never rewritten; pick a new --version")
+    if folder.exists() or args.version in REMOVED_POLICIES:  # a removed version's name stays taken in git
+        raise UserError(f"{folder.name} has shipped before (its folder or git keeps it): versions are never "
+                        "rewritten; pick a new --version")
     from resps_jax.rl import checkpoint as ckpt
 
     if not (run / "checkpoints").is_dir():

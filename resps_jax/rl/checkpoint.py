@@ -74,14 +74,15 @@ def restore_into(mngr: ocp.CheckpointManager, step: int, agent: Agent, meta: dic
 
 def locate(path: str) -> tuple[Path, int | None]:
     """A checkpoints folder (latest step), one step folder inside it, or the name of a policy
-    shipped in resps_jax/policies/ (`smollm2`, or an exact version: `smollm2-v1`) -> (folder, step).
+    shipped in resps_jax/policies/ (`smollm2`, or an exact version: `smollm2-v2`) -> (folder, step).
     A local folder of that name wins."""
-    from resps_jax.policies import SHIPPED_POLICIES, shipped_policy_folder
+    from resps_jax.policies import SHIPPED_POLICIES, refuse_removed_policy, shipped_policy_folder
 
     folder = Path(path).expanduser()
     if not folder.exists():
         if (shipped := shipped_policy_folder(path)) is not None:
             return shipped, None
+        refuse_removed_policy(path)
         if path in SHIPPED_POLICIES:
             raise UserError(f"no {path} policy ships in this install (resps_jax/policies/); train one with "
                             f"`python -m resps_jax.train --config {path}` and pass its workdir")

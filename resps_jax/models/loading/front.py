@@ -47,19 +47,21 @@ def resolve_model_folder(spec: str) -> Path:
 
 
 def resolve_draft_folder(spec: str) -> Path:
-    """`smollm2` (the head shipped in the package), an exact shipped version (`smollm2-v1`),
+    """`smollm2` (the head shipped in the package), an exact shipped version (`smollm2-v3`),
     `smollm2-trained` (the one train_draft made in the cache) or an EAGLE-3 folder.
 
     The shipped name never silently switches to a locally trained head: a result that says
-    `--draft smollm2` means the versioned head in resps_jax/heads/.
+    `--draft smollm2` means the versioned head in resps_jax/heads/. A version that no longer
+    ships is one error saying which commit keeps it.
     """
-    # the model name always means the shipped head; an exact version (smollm2-v1) unless a local
+    # the model name always means the shipped head; an exact version (smollm2-v3) unless a local
     # folder of that name exists
     if spec == EMBEDDED_DEFAULT or not Path(spec).expanduser().exists():
-        from resps_jax.heads import shipped_head_folder
+        from resps_jax.heads import refuse_removed_head, shipped_head_folder
 
         if (folder := shipped_head_folder(spec)) is not None:
             return folder
+        refuse_removed_head(spec)
         if spec == EMBEDDED_DEFAULT:
             raise UserError(
                 "no SmolLM2 head ships in this install (resps_jax/heads/); train one with `make head` "
