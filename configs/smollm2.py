@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # Standard PPO (entropy 0.01, temperature 1.0) rather than the paper's max-entropy PPO:
     # a CPU run sees ~300 questions, not 4,000, and max-entropy PPO's 0.1 entropy bonus kept
     # the policy near uniform over that budget (entropy 1.869 of 1.946 after 37 updates,
-    # docs/results.md, session 9). `--config smollm2:maxent` runs the paper's variant.
+    # measured 2026-11-25, f302351). `--config smollm2:maxent` runs the paper's variant.
     c.rl.variant = "standard"
     # Every interval terminal (the paper code's PPO): under greedy decoding the text, and so
     # every later state, is the same whatever the action, so the problem is a contextual
@@ -46,10 +46,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.rl.bandit = True
     # Larger steps than Table 4's (lr 3e-4, minibatch 32) for the same reason: with those,
     # each update moved the policy by an approximate KL of 2e-4 with no ratio clipped (3
-    # bandit updates, session 11), far inside PPO's trust region, so 300 questions (~37
+    # bandit updates, 2026-12-02, a341edc), far inside PPO's trust region, so 300 questions (~37
     # updates) could not leave uniform. lr 1e-3 and minibatches of 16 take 2x the gradient
     # steps at 3.3x the rate: measured KL 0.02-0.34 per update, clip fraction 0.23-0.61, so
-    # PPO's clipping, not the step size, now bounds each update (docs/results.md, session 11).
+    # PPO's clipping, not the step size, now bounds each update (measured 2026-12-02, e8196f6).
     c.rl.lr = 1e-3
     c.rl.batch_size = 16
 
@@ -86,9 +86,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # Continue an earlier head instead of starting afresh: an EAGLE-3 folder, "smollm2" (the
     # shipped head) or a shipped version. It starts at row draft.start_step x batch_size of the
     # data order, with a new optimizer on a schedule of its own from start_step to max_steps
-    # (warm-up to draft.lr, cosine to 0.1x). smollm2-v2 is smollm2-v1 (815 steps) continued:
+    # (warm-up to draft.lr, cosine to 0.1x). smollm2-v2 was smollm2-v1 (815 steps) continued:
     # --config.draft.init_from=smollm2-v1 --config.draft.start_step=815 --config.draft.max_steps=1400
-    # --config.draft.minutes=118 (before session 21 that schedule spanned max_steps, not 585 steps)
+    # --config.draft.minutes=118 (before b6b7242, 2026-12-03, that schedule spanned max_steps, not
+    # 585 steps); both versions are in git now, not the package (resps_jax/heads: REMOVED_HEADS)
     c.draft.init_from = ""
     c.draft.start_step = 0
     c.draft.eval_prompts = 20  # held-out benchmark prompts (4 per benchmark) for top-1 agreement

@@ -141,7 +141,7 @@ def test_report_compares_the_policy_with_the_grid_search_pick(evaluated, tmp_pat
 
 def test_plain_ar_stands_for_static_ar_when_the_policy_can_choose_ar(evaluated, tmp_path):
     """A run without `static:ar` must not call a losing tree the best static action when the
-    policy's own set holds `ar` (session 15's report did)."""
+    policy's own set holds `ar` (a report of 2026-12-02 did, before 350bac4)."""
     import shutil
 
     from resps_jax.report import write_report

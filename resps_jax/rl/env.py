@@ -38,7 +38,7 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], steps: in
     pass); each cost is the median over rounds of the action's time over the same round's AR.
 
     Timing AR once and then each action in turn (best of a few) let the machine's drift land
-    between the two: four such start-ups (session 16's ablations, same engine and actions) read
+    between the two: four such start-ups (the ablation runs of 2026-12-03, same engine and actions) read
     `ar` at 0.85-1.04 AR steps and 16/4/4 at 2.37-2.99. A ratio within one round cancels slow
     drift, and the median drops a round that a burst of other work hit: the worst spread over
     three calibrations fell from 1.30 to 1.19 (benchmarks/probes/step_cost_spread.py).
