@@ -8,6 +8,7 @@ one new token, the cache read (not written) in a `fori_loop` of 30 layers, best 
   mulred  broadcast multiply + reduce (a loop fusion instead of a dot)
   gemv    one matrix-vector product per query row of the group
   flat    batch dims folded, vmapped [S, D] @ [D, Q]
+  kernel  the package's CPU attention kernel (one pass over K and V, batch-invariant)
 
 Each form is checked against `dot` first. Issue 11's goal is <= 5 ms per token at 1792
 slots; XLA_FLAGS (e.g. --xla_cpu_experimental_onednn_fusion_type=dot) apply as set.
@@ -55,7 +56,21 @@ def flat_form(ck: jax.Array, cv: jax.Array, rows: jax.Array) -> jax.Array:  # pe
     return jax.vmap(f)(ck.reshape(b * k, s_, d), cv.reshape(b * k, s_, d), rows.reshape(b * k, -1, d)).reshape(b, k, -1, d)
 
 
-FORMS = {"dot": dot_form, "mulred": mulred_form, "gemv": gemv_form, "flat": flat_form}
+def kernel_form(ck: jax.Array, cv: jax.Array, rows: jax.Array) -> jax.Array:
+    """The package's CPU attention kernel (kernels/cpu/attention.cc), every slot visible.
+
+    Its one new token's own key is given as a zero key/value with its mask off, so the sum
+    is over the S cache slots only, as in the other forms.
+    """
+    from resps_jax import kernels
+
+    b, k, s_, d = ck.shape
+    new = jnp.zeros((b, k, 1, d), ck.dtype)
+    seen = jnp.ones((b, 1, s_), bool)
+    return kernels.attention(rows, ck, cv, new, new, seen, jnp.zeros((b, 1, 1), bool), 1.0)
+
+
+FORMS = {"dot": dot_form, "mulred": mulred_form, "gemv": gemv_form, "flat": flat_form, "kernel": kernel_form}
 
 
 def run(form: str, S: int, n: int = 30) -> None:

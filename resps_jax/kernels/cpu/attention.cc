@@ -112,24 +112,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m51
   }
 }
 
-template <class T>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) float dot_avx512(const float* q, const T* k, int64_t d) {
-  __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q), load16(k));
-  for (int64_t i = 16; i < d; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load16(k + i), acc);
-  return _mm512_reduce_add_ps(acc);
-}
-
-template <class T>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void axpy_avx512(float p, const T* v, float* acc, int64_t d) {
-  const __m512 pv = _mm512_set1_ps(p);
-  for (int64_t i = 0; i < d; i += 16) {
-    _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(pv, load16(v + i), _mm512_loadu_ps(acc + i)));
-  }
-}
-
 // exp(x) for x <= 0 (scores minus their max): 2^n * P(r), r = x - n ln2 in [-ln2/2, ln2/2],
 // P a degree-6 Taylor polynomial (relative error ~2e-7); below -87 it is 0.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void exp_avx512(float* x, int64_t n) {
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void exp_fast(float* x, int64_t n) {
   const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), ln2_hi = _mm512_set1_ps(0.693359375f),
                ln2_lo = _mm512_set1_ps(-2.12194440e-4f), floor = _mm512_set1_ps(-87.0f);
   const __m512 c6 = _mm512_set1_ps(1.0f / 720), c5 = _mm512_set1_ps(1.0f / 120), c4 = _mm512_set1_ps(1.0f / 24),
@@ -153,35 +138,103 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void exp_avx512(float* x, i
     _mm512_mask_storeu_ps(x + i, live, out);
   }
 }
+#else
+void exp_fast(float* x, int64_t n) { exp_portable(x, n); }
 #endif
 
-template <class T>
-struct Ops {
-  float (*dot)(const float*, const T*, int64_t);
-  void (*axpy)(float, const T*, float*, int64_t);
-  void (*exp)(float*, int64_t);
-};
+// Rows are processed in blocks of kBlock: each key and value vector is loaded once per
+// block and used for all its rows (q and the output accumulators stay in registers when
+// D is 64). A row's arithmetic is the same whichever block it is in.
+constexpr int kBlock = 3;
 
-template <class T>
-Ops<T> ops_for(Path path, int64_t d) {
 #ifdef RESPS_X86
-  if (path == Path::kAvx512 && d % 16 == 0) return {dot_avx512<T>, axpy_avx512<T>, exp_avx512};
+template <class T, int NB>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void block_avx512(
+    const float* query, int64_t rows, const T* keys, const T* values, int64_t count, int64_t d, const bool* mask,
+    int64_t mask_stride, const int64_t* row_t, float scale, float* scores, int64_t keys_stride, float* acc,
+    bool scores_pass) {
+  // scores_pass: scores[r, s] = q_r . k_s * scale (or -inf where masked)
+  // else:        acc[r, :] += scores[r, s] * v_s for the weights already in `scores`
+  const int64_t dv = d / 16;
+  if (scores_pass) {
+    for (int64_t s = 0; s < count; ++s) {
+      const T* k = keys + s * d;
+      for (int r = 0; r < NB && r < rows; ++r) {
+        float* out = scores + r * keys_stride + s;
+        if (!mask[row_t[r] * mask_stride + s]) {
+          *out = -std::numeric_limits<float>::infinity();
+          continue;
+        }
+        const float* q = query + r * d;
+        __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(q), load16(k));
+        for (int64_t i = 1; i < dv; ++i) sum = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * i), load16(k + 16 * i), sum);
+        *out = _mm512_reduce_add_ps(sum) * scale;
+      }
+    }
+    return;
+  }
+  for (int64_t base = 0; base < dv; base += 4) {  // 4 vectors of D at a time: 4 x NB accumulators
+    const int64_t width = std::min<int64_t>(4, dv - base);
+    // continue each row's running sums from `acc`, so the cache slots and the new tokens
+    // form one sequential chain per output (the same chain as when those keys are cached)
+    __m512 a[NB][4];
+    for (int r = 0; r < NB; ++r)
+      for (int i = 0; i < 4; ++i)
+        a[r][i] = (r < rows && i < width) ? _mm512_loadu_ps(acc + r * d + 16 * (base + i)) : _mm512_setzero_ps();
+    for (int64_t s = 0; s < count; ++s) {
+      const T* v = values + s * d + 16 * base;
+      __m512 vv[4];
+      for (int i = 0; i < width; ++i) vv[i] = load16(v + 16 * i);
+      for (int r = 0; r < NB && r < rows; ++r) {
+        const float p = scores[r * keys_stride + s];
+        if (p == 0.0f) continue;
+        const __m512 pv = _mm512_set1_ps(p);
+        for (int i = 0; i < width; ++i) a[r][i] = _mm512_fmadd_ps(pv, vv[i], a[r][i]);
+      }
+    }
+    for (int r = 0; r < NB && r < rows; ++r)
+      for (int i = 0; i < width; ++i) {
+        _mm512_storeu_ps(acc + r * d + 16 * (base + i), a[r][i]);
+      }
+  }
+}
 #endif
-  (void)path;
-  (void)d;
-  return {dot_portable<T>, axpy_portable<T>, exp_portable};
+
+template <class T>
+void block_portable(const float* query, int64_t rows, const T* keys, const T* values, int64_t count, int64_t d,
+                    const bool* mask, int64_t mask_stride, const int64_t* row_t, float scale, float* scores,
+                    int64_t keys_stride, float* acc, bool scores_pass) {
+  for (int64_t s = 0; s < count; ++s) {
+    for (int64_t r = 0; r < rows; ++r) {
+      if (scores_pass) {
+        scores[r * keys_stride + s] = mask[row_t[r] * mask_stride + s]
+                                          ? dot_portable(query + r * d, keys + s * d, d) * scale
+                                          : -std::numeric_limits<float>::infinity();
+      } else {
+        const float p = scores[r * keys_stride + s];
+        if (p != 0.0f) axpy_portable(p, values + s * d, acc + r * d, d);
+      }
+    }
+  }
 }
 
 template <class T>
 void attend(const Dims& n, const T* q, const T* cache_k, const T* cache_v, const T* new_k, const T* new_v,
             const bool* mask_cache, const bool* mask_new, float scale, T* out, Path path) {
-  const Ops<T> op = ops_for<T>(path, n.d);
   Scratch& buf = scratch();
   const int64_t keys = n.s + n.t;
   buf.scores.resize(static_cast<size_t>(n.q * keys));
   buf.acc.resize(static_cast<size_t>(n.q * n.d));
   buf.query.resize(static_cast<size_t>(n.q * n.d));
-  const float neg_inf = -std::numeric_limits<float>::infinity();
+  bool fast = false;
+  auto block = block_portable<T>;
+#ifdef RESPS_X86
+  if (path == Path::kAvx512 && n.d % 16 == 0) {
+    fast = true;
+    block = block_avx512<T, kBlock>;
+  }
+#endif
+  auto exp_rows = fast ? exp_fast : exp_portable;
   for (int64_t b = 0; b < n.b; ++b) {
     // the last visible cache slot over this row's new tokens: later slots are never read
     int64_t s_end = 0;
@@ -194,6 +247,9 @@ void attend(const Dims& n, const T* q, const T* cache_k, const T* cache_v, const
         }
       }
     }
+    const bool* mc = mask_cache + b * n.t * n.s;
+    const bool* mn = mask_new + b * n.t * n.t;
+    const int64_t used = s_end + n.t;
     for (int64_t h = 0; h < n.kvh; ++h) {
       const int64_t head = b * n.kvh + h;
       const T* kc = cache_k + head * n.s * n.d;
@@ -201,53 +257,39 @@ void attend(const Dims& n, const T* q, const T* cache_k, const T* cache_v, const
       const T* kn = new_k + head * n.t * n.d;
       const T* vn = new_v + head * n.t * n.d;
       for (int64_t i = 0; i < n.q * n.d; ++i) buf.query[i] = widen(q[head * n.q * n.d + i]);
-      // scores, key-major so each key is read once for all rows
-      for (int64_t s = 0; s < s_end; ++s) {
-        for (int64_t r = 0; r < n.q; ++r) {
-          const bool seen = mask_cache[(b * n.t + r % n.t) * n.s + s];
-          buf.scores[r * keys + s] = seen ? op.dot(&buf.query[r * n.d], kc + s * n.d, n.d) * scale : neg_inf;
-        }
-      }
-      for (int64_t j = 0; j < n.t; ++j) {
-        for (int64_t r = 0; r < n.q; ++r) {
-          const bool seen = mask_new[(b * n.t + r % n.t) * n.t + j];
-          buf.scores[r * keys + s_end + j] = seen ? op.dot(&buf.query[r * n.d], kn + j * n.d, n.d) * scale : neg_inf;
-        }
-      }
-      // softmax weights per row; the denominator summed in key order
-      std::vector<float> denom(static_cast<size_t>(n.q));
-      const int64_t used = s_end + n.t;
-      for (int64_t r = 0; r < n.q; ++r) {
-        float* sc = &buf.scores[r * keys];
-        float top = neg_inf;
-        for (int64_t i = 0; i < used; ++i) top = std::max(top, sc[i]);
-        if (top == neg_inf) top = 0;  // a row that sees nothing: all weights 0, out 0 / 0
-        for (int64_t i = 0; i < used; ++i) sc[i] = sc[i] - top;  // -inf stays -inf -> exp 0
-        op.exp(sc, used);
-        float total = 0;
-        for (int64_t i = 0; i < used; ++i) {
-          if (sc[i] != 0.0f) total += sc[i];
-        }
-        denom[r] = total;
-      }
-      // weighted values, key-major; each row's accumulator sums its keys in order
       std::fill(buf.acc.begin(), buf.acc.end(), 0.0f);
-      for (int64_t s = 0; s < s_end; ++s) {
-        for (int64_t r = 0; r < n.q; ++r) {
-          const float p = buf.scores[r * keys + s];
-          if (p != 0.0f) op.axpy(p, vc + s * n.d, &buf.acc[r * n.d], n.d);
+      for (int64_t r0 = 0; r0 < n.q; r0 += kBlock) {
+        const int64_t rows = std::min<int64_t>(kBlock, n.q - r0);
+        int64_t row_t[kBlock];
+        for (int64_t r = 0; r < rows; ++r) row_t[r] = (r0 + r) % n.t;
+        const float* qb = &buf.query[r0 * n.d];
+        float* sb = &buf.scores[r0 * keys];
+        float* ab = &buf.acc[r0 * n.d];
+        // scores over the cache slots, then the new tokens, in key order
+        block(qb, rows, kc, vc, s_end, n.d, mc, n.s, row_t, scale, sb, keys, ab, true);
+        block(qb, rows, kn, vn, n.t, n.d, mn, n.t, row_t, scale, sb + s_end, keys, ab, true);
+        // softmax weights per row (unnormalised) and their sum in key order
+        for (int64_t r = 0; r < rows; ++r) {
+          float* sc = sb + r * keys;
+          float top = -std::numeric_limits<float>::infinity();
+          for (int64_t i = 0; i < used; ++i) top = std::max(top, sc[i]);
+          if (top == -std::numeric_limits<float>::infinity()) top = 0;  // sees nothing: weights 0
+          for (int64_t i = 0; i < used; ++i) sc[i] -= top;  // -inf stays -inf -> exp 0
+          exp_rows(sc, used);
         }
-      }
-      for (int64_t j = 0; j < n.t; ++j) {
-        for (int64_t r = 0; r < n.q; ++r) {
-          const float p = buf.scores[r * keys + s_end + j];
-          if (p != 0.0f) op.axpy(p, vn + j * n.d, &buf.acc[r * n.d], n.d);
+        // weighted values: each row's accumulator sums its keys in order
+        block(qb, rows, kc, vc, s_end, n.d, mc, n.s, row_t, scale, sb, keys, ab, false);
+        block(qb, rows, kn, vn, n.t, n.d, mn, n.t, row_t, scale, sb + s_end, keys, ab, false);
+        T* o = out + head * n.q * n.d + r0 * n.d;
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* sc = sb + r * keys;
+          float total = 0;
+          for (int64_t i = 0; i < used; ++i) {
+            if (sc[i] != 0.0f) total += sc[i];
+          }
+          const float inv = 1.0f / total;
+          for (int64_t i = 0; i < n.d; ++i) narrow(ab[r * n.d + i] * inv, &o[r * n.d + i]);
         }
-      }
-      T* o = out + head * n.q * n.d;
-      for (int64_t r = 0; r < n.q; ++r) {
-        const float inv = 1.0f / denom[r];
-        for (int64_t i = 0; i < n.d; ++i) narrow(buf.acc[r * n.d + i] * inv, &o[r * n.d + i]);
       }
     }
   }
