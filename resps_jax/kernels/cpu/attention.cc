@@ -142,60 +142,97 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void exp_fast(float* x, int
 void exp_fast(float* x, int64_t n) { exp_portable(x, n); }
 #endif
 
-// Rows are processed in blocks of kBlock: each key and value vector is loaded once per
-// block and used for all its rows (q and the output accumulators stay in registers when
-// D is 64). A row's arithmetic is the same whichever block it is in.
-constexpr int kBlock = 3;
+// Rows are processed in blocks of kBlock: a block's scores, softmax and values are done
+// before the next, so its keys and values come from cache for its rows. A row's arithmetic
+// is the same whichever block it is in.
+constexpr int kBlock = 12;
 
 #ifdef RESPS_X86
-template <class T, int NB>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void block_avx512(
-    const float* query, int64_t rows, const T* keys, const T* values, int64_t count, int64_t d, const bool* mask,
-    int64_t mask_stride, const int64_t* row_t, float scale, float* scores, int64_t keys_stride, float* acc,
-    bool scores_pass) {
-  // scores_pass: scores[r, s] = q_r . k_s * scale (or -inf where masked)
-  // else:        acc[r, :] += scores[r, s] * v_s for the weights already in `scores`
-  const int64_t dv = d / 16;
-  if (scores_pass) {
-    for (int64_t s = 0; s < count; ++s) {
-      const T* k = keys + s * d;
-      for (int r = 0; r < NB && r < rows; ++r) {
-        float* out = scores + r * keys_stride + s;
-        if (!mask[row_t[r] * mask_stride + s]) {
-          *out = -std::numeric_limits<float>::infinity();
-          continue;
+#define RESPS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+// 16 vectors p[j] of 16 lanes -> one vector whose lane j is the sum of p[j]'s lanes. Every
+// lane j gets the same tree, ((x0 + x2) + (x1 + x3)) within each 128-bit quarter, then
+// (q0 + q2) + (q1 + q3) over the quarters, so a score's bits do not depend on its position.
+RESPS_AVX512 inline __m512 reduce16(const __m512 (&p)[16]) {
+  __m512 a[8], b[4];
+  for (int i = 0; i < 8; ++i)
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(p[2 * i], p[2 * i + 1]), _mm512_unpackhi_ps(p[2 * i], p[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xee));
+  const __m512 z01 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x44), _mm512_shuffle_f32x4(b[0], b[1], 0xee));
+  const __m512 z23 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x44), _mm512_shuffle_f32x4(b[2], b[3], 0xee));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(z01, z23, 0x88), _mm512_shuffle_f32x4(z01, z23, 0xdd));
+}
+
+// scores[r, s] = (q_r . k_s) * scale, or -inf where row r's token may not see key s;
+// 16 keys at a time per row (the block's keys stay in L1 for the next rows).
+template <class T, int DV>
+RESPS_AVX512 void scores_avx512(const float* query, int64_t rows, const T* keys, int64_t count, const bool* mask,
+                                int64_t mask_stride, const int64_t* row_t, float scale, float* scores,
+                                int64_t stride) {
+  constexpr int64_t d = 16 * DV;
+  const __m512 scale_v = _mm512_set1_ps(scale), hidden = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t s0 = 0; s0 < count; s0 += 16) {
+    const int64_t n = std::min<int64_t>(16, count - s0);
+    const __mmask16 live = n == 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1u);
+    for (int64_t r = 0; r < rows; ++r) {
+      __m512 q[DV];
+      for (int i = 0; i < DV; ++i) q[i] = _mm512_loadu_ps(query + r * d + 16 * i);
+      __m512 p[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) {
+        if (j < n) {
+          const T* k = keys + (s0 + j) * d;
+          __m512 sum = _mm512_mul_ps(q[0], load16(k));
+          for (int i = 1; i < DV; ++i) sum = _mm512_fmadd_ps(q[i], load16(k + 16 * i), sum);
+          p[j] = sum;
+        } else {
+          p[j] = _mm512_setzero_ps();
         }
-        const float* q = query + r * d;
-        __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(q), load16(k));
-        for (int64_t i = 1; i < dv; ++i) sum = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * i), load16(k + 16 * i), sum);
-        *out = _mm512_reduce_add_ps(sum) * scale;
       }
+      const __m128i bytes = _mm_maskz_loadu_epi8(live, mask + row_t[r] * mask_stride + s0);
+      const __mmask16 seen = _mm_cmpneq_epi8_mask(bytes, _mm_setzero_si128());
+      const __m512 out = _mm512_mask_blend_ps(seen, hidden, _mm512_mul_ps(reduce16(p), scale_v));
+      _mm512_mask_storeu_ps(scores + r * stride + s0, live, out);
     }
-    return;
   }
-  for (int64_t base = 0; base < dv; base += 4) {  // 4 vectors of D at a time: 4 x NB accumulators
-    const int64_t width = std::min<int64_t>(4, dv - base);
-    // continue each row's running sums from `acc`, so the cache slots and the new tokens
-    // form one sequential chain per output (the same chain as when those keys are cached)
-    __m512 a[NB][4];
+}
+
+// acc[r, :] += p[r, s] * v_s over the keys in order (one FMA chain per output lane),
+// NB rows at a time so each value vector is loaded once for them.
+template <class T, int DV, int NB>
+RESPS_AVX512 void values_avx512(const float* scores, int64_t rows, const T* values, int64_t count, float* acc,
+                                int64_t stride) {
+  constexpr int64_t d = 16 * DV;
+  for (int64_t r0 = 0; r0 < rows; r0 += NB) {
+    const int64_t nb = std::min<int64_t>(NB, rows - r0);
+    __m512 a[NB][DV];
     for (int r = 0; r < NB; ++r)
-      for (int i = 0; i < 4; ++i)
-        a[r][i] = (r < rows && i < width) ? _mm512_loadu_ps(acc + r * d + 16 * (base + i)) : _mm512_setzero_ps();
+      for (int i = 0; i < DV; ++i) a[r][i] = r < nb ? _mm512_loadu_ps(acc + (r0 + r) * d + 16 * i) : _mm512_setzero_ps();
     for (int64_t s = 0; s < count; ++s) {
-      const T* v = values + s * d + 16 * base;
-      __m512 vv[4];
-      for (int i = 0; i < width; ++i) vv[i] = load16(v + 16 * i);
-      for (int r = 0; r < NB && r < rows; ++r) {
-        const float p = scores[r * keys_stride + s];
-        if (p == 0.0f) continue;
-        const __m512 pv = _mm512_set1_ps(p);
-        for (int i = 0; i < width; ++i) a[r][i] = _mm512_fmadd_ps(pv, vv[i], a[r][i]);
+      __m512 v[DV];
+      for (int i = 0; i < DV; ++i) v[i] = load16(values + s * d + 16 * i);
+      for (int r = 0; r < NB; ++r) {
+        if (r >= nb) break;
+        const float w = scores[(r0 + r) * stride + s];
+        if (w == 0.0f) continue;  // a masked key (exactly what adding 0 * v gives)
+        const __m512 wv = _mm512_set1_ps(w);
+        for (int i = 0; i < DV; ++i) a[r][i] = _mm512_fmadd_ps(wv, v[i], a[r][i]);
       }
     }
-    for (int r = 0; r < NB && r < rows; ++r)
-      for (int i = 0; i < width; ++i) {
-        _mm512_storeu_ps(acc + r * d + 16 * (base + i), a[r][i]);
-      }
+    for (int r = 0; r < nb; ++r)
+      for (int i = 0; i < DV; ++i) _mm512_storeu_ps(acc + (r0 + r) * d + 16 * i, a[r][i]);
+  }
+}
+
+template <class T, int DV>
+RESPS_AVX512 void block_avx512(const float* query, int64_t rows, const T* keys, const T* values, int64_t count,
+                               int64_t, const bool* mask, int64_t mask_stride, const int64_t* row_t, float scale,
+                               float* scores, int64_t stride, float* acc, bool scores_pass) {
+  if (scores_pass) {
+    scores_avx512<T, DV>(query, rows, keys, count, mask, mask_stride, row_t, scale, scores, stride);
+  } else {
+    values_avx512<T, DV, 3>(scores, rows, values, count, acc, stride);
   }
 }
 #endif
@@ -229,9 +266,15 @@ void attend(const Dims& n, const T* q, const T* cache_k, const T* cache_v, const
   bool fast = false;
   auto block = block_portable<T>;
 #ifdef RESPS_X86
-  if (path == Path::kAvx512 && n.d % 16 == 0) {
+  if (path == Path::kAvx512) {
     fast = true;
-    block = block_avx512<T, kBlock>;
+    switch (n.d) {
+      case 16: block = block_avx512<T, 1>; break;
+      case 32: block = block_avx512<T, 2>; break;
+      case 64: block = block_avx512<T, 4>; break;
+      case 128: block = block_avx512<T, 8>; break;
+      default: fast = false;
+    }
   }
 #endif
   auto exp_rows = fast ? exp_fast : exp_portable;
