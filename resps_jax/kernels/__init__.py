@@ -28,8 +28,11 @@ import numpy as np
 PATHS = {"portable": 0, "avx2": 1, "avx512": 2}
 PATH_NAMES = {v: k for k, v in PATHS.items()}
 PANEL = 32  # columns per weight panel (kernels/cpu/matmul.cc: kPanel)
-# Rows of x from which both cores split the panels (measured: benchmarks/verify_cost.py).
-THREADED_ROWS = 8
+# Rows of x from which both cores split the panels: always, measured on the 2-core Zen 4 VM
+# (benchmarks/verify_cost.py, SmolLM2 f32 forward): from 1 row 18.3 / 18.8 / 20.7 / 31.4 ms at
+# T = 1 / 4 / 8 / 16, against 22.0 / 19.1 / 20.8 / 31.4 from 4 rows and 25.3 / 24.5 / 28.7 /
+# 51.2 on one thread (two streams read more than one, even for one row).
+THREADED_ROWS = 1
 
 
 @functools.cache
@@ -93,9 +96,10 @@ def matmul(x: jax.Array, w: jax.Array, n: int, out_dtype=None) -> jax.Array:
     rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
     out_dtype = jnp.dtype(out_dtype or x.dtype)
     call = jax.ffi.ffi_call("resps_matmul", jax.ShapeDtypeStruct((rows, n), out_dtype), vmap_method="sequential")
+    threaded = int(os.environ.get("RESPS_JAX_KERNEL_THREADED_ROWS", THREADED_ROWS))
     y = call(
         x.reshape(rows, k), w, path=np.int64(requested_path()),
-        threads=np.int64(2 if rows >= THREADED_ROWS else 1),
+        threads=np.int64(2 if rows >= threaded else 1),
     )
     return y.reshape(*lead, n)
 

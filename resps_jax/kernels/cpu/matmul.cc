@@ -157,10 +157,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void avx512_tile(const Prob
 template <class XT, class WT>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void avx512_panels_t(const Problem& p, int64_t panel_begin,
                                                                         int64_t panel_end) {
+  // rows in equal groups of at most 12 (16 rows: 8 + 8, not 12 + 4): a short group
+  // re-reads the panel for few FMAs. Every group runs the same per-element chain.
+  const int64_t groups = (p.m + 11) / 12, per_group = (p.m + groups - 1) / groups;
   for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-    int64_t row = 0;
-    for (; row + 12 <= p.m; row += 12) avx512_tile<XT, WT, 12>(p, row, panel);
-    switch (p.m - row) {
+    for (int64_t row = 0; row < p.m; row += per_group) {
+      switch (std::min(per_group, p.m - row)) {
+      case 12: avx512_tile<XT, WT, 12>(p, row, panel); break;
       case 11: avx512_tile<XT, WT, 11>(p, row, panel); break;
       case 10: avx512_tile<XT, WT, 10>(p, row, panel); break;
       case 9: avx512_tile<XT, WT, 9>(p, row, panel); break;
@@ -173,6 +176,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void avx512_panels_t(const 
       case 2: avx512_tile<XT, WT, 2>(p, row, panel); break;
       case 1: avx512_tile<XT, WT, 1>(p, row, panel); break;
       default: break;
+      }
     }
   }
 }
