@@ -62,6 +62,7 @@ test-all: setup
 # llama.cpp (the [bench] extra) builds from its sdist: about 12 minutes on 2 cores, once.
 bench: setup
 	$(PY) -m pip install -e '.[bench]'
+	$(PY) benchmarks/verify_cost.py
 	$(PY) benchmarks/ar_decode.py
 	$(PY) benchmarks/spec_decode.py
 

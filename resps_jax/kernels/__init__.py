@@ -33,6 +33,8 @@ PANEL = 32  # columns per weight panel (kernels/cpu/matmul.cc: kPanel)
 # T = 1 / 4 / 8 / 16, against 22.0 / 19.1 / 20.8 / 31.4 from 4 rows and 25.3 / 24.5 / 28.7 /
 # 51.2 on one thread (two streams read more than one, even for one row).
 THREADED_ROWS = 1
+# Threads for attention's units (up to 12 query rows of one KV head each).
+ATTENTION_THREADS = 2
 
 
 @functools.cache
@@ -138,6 +140,7 @@ def attention(
     return call(
         q, cache_k, cache_v, new_k.astype(q.dtype), new_v.astype(q.dtype), mask_cache, mask_new,
         scale=np.float32(scale), path=np.int64(requested_path()),
+        threads=np.int64(int(os.environ.get("RESPS_JAX_ATTENTION_THREADS", ATTENTION_THREADS))),
     )
 
 

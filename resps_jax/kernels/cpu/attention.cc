@@ -255,94 +255,116 @@ void block_portable(const float* query, int64_t rows, const T* keys, const T* va
   }
 }
 
+using ExpFn = void (*)(float*, int64_t);
+
 template <class T>
-void attend(const Dims& n, const T* q, const T* cache_k, const T* cache_v, const T* new_k, const T* new_v,
-            const bool* mask_cache, const bool* mask_new, float scale, T* out, Path path) {
+using BlockFn = void (*)(const float*, int64_t, const T*, const T*, int64_t, int64_t, const bool*, int64_t,
+                         const int64_t*, float, float*, int64_t, float*, bool);
+
+template <class T>
+struct Problem {
+  Dims n;
+  const T *q, *cache_k, *cache_v, *new_k, *new_v;
+  const bool *mask_cache, *mask_new;
+  float scale;
+  T* out;
+  BlockFn<T> block;
+  ExpFn exp_rows;
+};
+
+// One unit of work: up to kBlock query rows of one (batch row, KV head). Units are
+// independent, so they may run on any thread in any order.
+template <class T>
+void attend_unit(const Problem<T>& p, int64_t b, int64_t h, int64_t r0, int64_t s_end) {
+  const Dims& n = p.n;
   Scratch& buf = scratch();
-  const int64_t keys = n.s + n.t;
-  buf.scores.resize(static_cast<size_t>(n.q * keys));
-  buf.acc.resize(static_cast<size_t>(n.q * n.d));
-  buf.query.resize(static_cast<size_t>(n.q * n.d));
-  bool fast = false;
-  auto block = block_portable<T>;
+  const int64_t keys = s_end + n.t, rows = std::min<int64_t>(kBlock, n.q - r0);
+  buf.scores.resize(static_cast<size_t>(rows * keys));
+  buf.acc.assign(static_cast<size_t>(rows * n.d), 0.0f);
+  buf.query.resize(static_cast<size_t>(rows * n.d));
+  const int64_t head = b * n.kvh + h;
+  const T* kc = p.cache_k + head * n.s * n.d;
+  const T* vc = p.cache_v + head * n.s * n.d;
+  const T* kn = p.new_k + head * n.t * n.d;
+  const T* vn = p.new_v + head * n.t * n.d;
+  const bool* mc = p.mask_cache + b * n.t * n.s;
+  const bool* mn = p.mask_new + b * n.t * n.t;
+  const T* q = p.q + (head * n.q + r0) * n.d;
+  for (int64_t i = 0; i < rows * n.d; ++i) buf.query[i] = widen(q[i]);
+  int64_t row_t[kBlock];
+  for (int64_t r = 0; r < rows; ++r) row_t[r] = (r0 + r) % n.t;
+  float* sc = buf.scores.data();
+  float* acc = buf.acc.data();
+  // scores over the cache slots, then the new tokens, in key order
+  p.block(buf.query.data(), rows, kc, vc, s_end, n.d, mc, n.s, row_t, p.scale, sc, keys, acc, true);
+  p.block(buf.query.data(), rows, kn, vn, n.t, n.d, mn, n.t, row_t, p.scale, sc + s_end, keys, acc, true);
+  // softmax weights per row (unnormalised)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = sc + r * keys;
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < keys; ++i) top = std::max(top, row[i]);
+    if (top == -std::numeric_limits<float>::infinity()) top = 0;  // sees nothing: weights 0
+    for (int64_t i = 0; i < keys; ++i) row[i] -= top;  // -inf stays -inf -> exp 0
+    p.exp_rows(row, keys);
+  }
+  // weighted values: each row's accumulator sums its keys in order
+  p.block(buf.query.data(), rows, kc, vc, s_end, n.d, mc, n.s, row_t, p.scale, sc, keys, acc, false);
+  p.block(buf.query.data(), rows, kn, vn, n.t, n.d, mn, n.t, row_t, p.scale, sc + s_end, keys, acc, false);
+  T* o = p.out + (head * n.q + r0) * n.d;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = sc + r * keys;
+    float total = 0;  // the denominator, in key order
+    for (int64_t i = 0; i < keys; ++i) {
+      if (row[i] != 0.0f) total += row[i];
+    }
+    const float inv = 1.0f / total;
+    for (int64_t i = 0; i < n.d; ++i) narrow(acc[r * n.d + i] * inv, &o[r * n.d + i]);
+  }
+}
+
+template <class T>
+void attend(ffi::ThreadPool& pool, const Dims& n, const T* q, const T* cache_k, const T* cache_v, const T* new_k,
+            const T* new_v, const bool* mask_cache, const bool* mask_new, float scale, T* out, Path path,
+            int64_t threads) {
+  Problem<T> p{n, q, cache_k, cache_v, new_k, new_v, mask_cache, mask_new, scale, out, block_portable<T>,
+               exp_portable};
 #ifdef RESPS_X86
   if (path == Path::kAvx512) {
-    fast = true;
+    p.exp_rows = exp_fast;
     switch (n.d) {
-      case 16: block = block_avx512<T, 1>; break;
-      case 32: block = block_avx512<T, 2>; break;
-      case 64: block = block_avx512<T, 4>; break;
-      case 128: block = block_avx512<T, 8>; break;
-      default: fast = false;
+      case 16: p.block = block_avx512<T, 1>; break;
+      case 32: p.block = block_avx512<T, 2>; break;
+      case 64: p.block = block_avx512<T, 4>; break;
+      case 128: p.block = block_avx512<T, 8>; break;
+      default: p.exp_rows = exp_portable;
     }
   }
 #endif
-  auto exp_rows = fast ? exp_fast : exp_portable;
+  // per batch row, the last visible cache slot over its new tokens: later slots are never read
+  std::vector<int64_t> s_end(static_cast<size_t>(n.b), 0);
   for (int64_t b = 0; b < n.b; ++b) {
-    // the last visible cache slot over this row's new tokens: later slots are never read
-    int64_t s_end = 0;
     for (int64_t t = 0; t < n.t; ++t) {
       const bool* row = mask_cache + (b * n.t + t) * n.s;
-      for (int64_t s = n.s; s > s_end; --s) {
+      for (int64_t s = n.s; s > s_end[b]; --s) {
         if (row[s - 1]) {
-          s_end = s;
+          s_end[b] = s;
           break;
         }
       }
     }
-    const bool* mc = mask_cache + b * n.t * n.s;
-    const bool* mn = mask_new + b * n.t * n.t;
-    const int64_t used = s_end + n.t;
-    for (int64_t h = 0; h < n.kvh; ++h) {
-      const int64_t head = b * n.kvh + h;
-      const T* kc = cache_k + head * n.s * n.d;
-      const T* vc = cache_v + head * n.s * n.d;
-      const T* kn = new_k + head * n.t * n.d;
-      const T* vn = new_v + head * n.t * n.d;
-      for (int64_t i = 0; i < n.q * n.d; ++i) buf.query[i] = widen(q[head * n.q * n.d + i]);
-      std::fill(buf.acc.begin(), buf.acc.end(), 0.0f);
-      for (int64_t r0 = 0; r0 < n.q; r0 += kBlock) {
-        const int64_t rows = std::min<int64_t>(kBlock, n.q - r0);
-        int64_t row_t[kBlock];
-        for (int64_t r = 0; r < rows; ++r) row_t[r] = (r0 + r) % n.t;
-        const float* qb = &buf.query[r0 * n.d];
-        float* sb = &buf.scores[r0 * keys];
-        float* ab = &buf.acc[r0 * n.d];
-        // scores over the cache slots, then the new tokens, in key order
-        block(qb, rows, kc, vc, s_end, n.d, mc, n.s, row_t, scale, sb, keys, ab, true);
-        block(qb, rows, kn, vn, n.t, n.d, mn, n.t, row_t, scale, sb + s_end, keys, ab, true);
-        // softmax weights per row (unnormalised) and their sum in key order
-        for (int64_t r = 0; r < rows; ++r) {
-          float* sc = sb + r * keys;
-          float top = -std::numeric_limits<float>::infinity();
-          for (int64_t i = 0; i < used; ++i) top = std::max(top, sc[i]);
-          if (top == -std::numeric_limits<float>::infinity()) top = 0;  // sees nothing: weights 0
-          for (int64_t i = 0; i < used; ++i) sc[i] -= top;  // -inf stays -inf -> exp 0
-          exp_rows(sc, used);
-        }
-        // weighted values: each row's accumulator sums its keys in order
-        block(qb, rows, kc, vc, s_end, n.d, mc, n.s, row_t, scale, sb, keys, ab, false);
-        block(qb, rows, kn, vn, n.t, n.d, mn, n.t, row_t, scale, sb + s_end, keys, ab, false);
-        T* o = out + head * n.q * n.d + r0 * n.d;
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* sc = sb + r * keys;
-          float total = 0;
-          for (int64_t i = 0; i < used; ++i) {
-            if (sc[i] != 0.0f) total += sc[i];
-          }
-          const float inv = 1.0f / total;
-          for (int64_t i = 0; i < n.d; ++i) narrow(ab[r * n.d + i] * inv, &o[r * n.d + i]);
-        }
-      }
-    }
   }
+  const int64_t blocks = (n.q + kBlock - 1) / kBlock, units = n.b * n.kvh * blocks;
+  parallel_chunks(pool, units, threads, [&p, &s_end, blocks, &n](int64_t u) {
+    const int64_t b = u / (n.kvh * blocks), h = (u / blocks) % n.kvh, r0 = (u % blocks) * kBlock;
+    attend_unit(p, b, h, r0, s_end[b]);
+  });
 }
 
 }  // namespace
 
-ffi::Error AttentionImpl(ffi::AnyBuffer q, ffi::AnyBuffer cache_k, ffi::AnyBuffer cache_v, ffi::AnyBuffer new_k,
+ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer cache_k, ffi::AnyBuffer cache_v, ffi::AnyBuffer new_k,
                          ffi::AnyBuffer new_v, ffi::Buffer<ffi::PRED> mask_cache, ffi::Buffer<ffi::PRED> mask_new,
-                         ffi::Result<ffi::AnyBuffer> out, float scale, int64_t path_attr) {
+                         ffi::Result<ffi::AnyBuffer> out, float scale, int64_t path_attr, int64_t threads) {
   auto qd = q.dimensions(), cd = cache_k.dimensions(), nd = new_k.dimensions();
   if (qd.size() != 4 || cd.size() != 4 || nd.size() != 4) {
     return ffi::Error::InvalidArgument("resps_attention: q, cache and new K/V must be rank 4");
@@ -362,17 +384,17 @@ ffi::Error AttentionImpl(ffi::AnyBuffer q, ffi::AnyBuffer cache_k, ffi::AnyBuffe
   const bool* mc = reinterpret_cast<const bool*>(mask_cache.typed_data());
   const bool* mn = reinterpret_cast<const bool*>(mask_new.typed_data());
   if (dtype == ffi::DataType::F32) {
-    attend<float>(n, static_cast<const float*>(q.untyped_data()), static_cast<const float*>(cache_k.untyped_data()),
+    attend<float>(pool, n, static_cast<const float*>(q.untyped_data()), static_cast<const float*>(cache_k.untyped_data()),
                   static_cast<const float*>(cache_v.untyped_data()), static_cast<const float*>(new_k.untyped_data()),
                   static_cast<const float*>(new_v.untyped_data()), mc, mn, scale,
-                  static_cast<float*>(out->untyped_data()), path);
+                  static_cast<float*>(out->untyped_data()), path, threads);
   } else if (dtype == ffi::DataType::BF16) {
-    attend<uint16_t>(n, static_cast<const uint16_t*>(q.untyped_data()),
+    attend<uint16_t>(pool, n, static_cast<const uint16_t*>(q.untyped_data()),
                      static_cast<const uint16_t*>(cache_k.untyped_data()),
                      static_cast<const uint16_t*>(cache_v.untyped_data()),
                      static_cast<const uint16_t*>(new_k.untyped_data()),
                      static_cast<const uint16_t*>(new_v.untyped_data()), mc, mn, scale,
-                     static_cast<uint16_t*>(out->untyped_data()), path);
+                     static_cast<uint16_t*>(out->untyped_data()), path, threads);
   } else {
     return ffi::Error::InvalidArgument("resps_attention: float32 or bfloat16 expected");
   }
@@ -383,6 +405,7 @@ ffi::Error AttentionImpl(ffi::AnyBuffer q, ffi::AnyBuffer cache_k, ffi::AnyBuffe
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResPSAttention, resps::AttentionImpl,
                               xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::ThreadPool>()
                                   .Arg<xla::ffi::AnyBuffer>()               // q [B, KVH, G*T, D]
                                   .Arg<xla::ffi::AnyBuffer>()               // cache K [B, KVH, S, D]
                                   .Arg<xla::ffi::AnyBuffer>()               // cache V [B, KVH, S, D]
@@ -392,4 +415,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResPSAttention, resps::AttentionImpl,
                                   .Arg<xla::ffi::Buffer<xla::ffi::PRED>>()  // mask among new [B, T, T]
                                   .Ret<xla::ffi::AnyBuffer>()               // out [B, KVH, G*T, D]
                                   .Attr<float>("scale")
-                                  .Attr<int64_t>("path"));
+                                  .Attr<int64_t>("path")
+                                  .Attr<int64_t>("threads"));

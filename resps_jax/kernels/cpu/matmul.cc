@@ -286,42 +286,9 @@ ffi::Error MatmulImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, 
   const PanelFn run = panels_for(resolve_path(path_attr));
 
   const int64_t chunks = (panels + kChunkPanels - 1) / kChunkPanels;
-  int64_t threads = threads_attr > 0 ? threads_attr : 1;
-  threads = std::min<int64_t>(threads, std::min<int64_t>(chunks, std::max<int64_t>(1, pool.num_threads())));
-  if (threads <= 1) {
-    run(problem, 0, panels);
-    return ffi::Error::Success();
-  }
-  // Work sharing that never waits on a task that has not started: helpers scheduled on
-  // XLA's pool and the calling thread claim chunks from one counter; the caller waits
-  // only for chunks already claimed by a running thread. A helper that starts after the
-  // work is gone returns at once (the shared state outlives this call).
-  struct Shared {
-    Problem problem;
-    PanelFn run;
-    int64_t chunks, panels;
-    std::atomic<int64_t> next{0}, finished{0};
-    void work() {
-      for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-        run(problem, c * kChunkPanels, std::min(panels, (c + 1) * kChunkPanels));
-        finished.fetch_add(1, std::memory_order_release);
-      }
-    }
-  };
-  auto shared = std::make_shared<Shared>();
-  shared->problem = problem;
-  shared->run = run;
-  shared->chunks = chunks;
-  shared->panels = panels;
-  for (int64_t t = 1; t < threads; ++t) pool.Schedule([shared] { shared->work(); });
-  shared->work();
-  while (shared->finished.load(std::memory_order_acquire) < chunks) {
-#ifdef RESPS_X86
-    _mm_pause();
-#else
-    std::this_thread::yield();
-#endif
-  }
+  parallel_chunks(pool, chunks, threads_attr > 0 ? threads_attr : 1, [problem, run, panels](int64_t c) {
+    run(problem, c * kChunkPanels, std::min(panels, (c + 1) * kChunkPanels));
+  });
   return ffi::Error::Success();
 }
 
