@@ -18,6 +18,7 @@ census says whether that happens; the timing says what it costs (reading a 1792-
 cache is 30 layers x 2 x 3 x 1792 x 64 x 4 B = 83 MB per token).
 
     python benchmarks/probes/attention_probe.py [--hlo-slots 1792] [--slots 256,1792] [--new-tokens 64]
+        [--fill] [--matmul kernel|xla]
 """
 
 from __future__ import annotations
@@ -111,10 +112,16 @@ def kinds(lines: list[str]) -> dict[str, int]:
     return {k: sum(f" {k}(" in line for line in lines) for k in ("transpose", "copy")}
 
 
-def ar_inputs(engine: Engine, slots: int, new_tokens: int):
-    """Prefill a fixed 16-token prompt into a fresh `slots` cache; the AR loop's arguments."""
+def ar_inputs(engine: Engine, slots: int, new_tokens: int, fill: bool = False):
+    """Prefill a prompt into a fresh `slots` cache; the AR loop's arguments.
+
+    The prompt has 16 tokens, or with `fill` as many as leave room for the new ones (a long
+    prompt: the CPU attention kernel reads only the committed slots, so a short prompt in a
+    large cache costs what it costs in a small one).
+    """
     prefill, ar_loop = engine.steps_for(1)
-    ids = [int(t) for t in np.random.default_rng(0).integers(0, engine.cfg.vocab_size, PROMPT_TOKENS)]
+    length = slots - new_tokens - 8 if fill else PROMPT_TOKENS
+    ids = [int(t) for t in np.random.default_rng(0).integers(0, engine.cfg.vocab_size, length)]
     tokens, lengths = pad_prompts([ids], slots)
     seed, temperature = np.int32(0), np.float32(0.0)
     cache, first = prefill(engine.params, engine.new_cache(1, slots), tokens, np.asarray(lengths, np.int32), temperature, seed)
@@ -127,11 +134,11 @@ def optimized_hlo(engine: Engine, slots: int, new_tokens: int) -> str:
     return ar_loop.lower(*args).compile().as_text()
 
 
-def ms_per_token(engine: Engine, slots: int, new_tokens: int, repeats: int) -> tuple[float, float]:
+def ms_per_token(engine: Engine, slots: int, new_tokens: int, repeats: int, fill: bool) -> tuple[float, float]:
     """(best, median) ms per generated token of the AR loop alone, compile excluded."""
     times = []
     for run in range(repeats + 1):
-        ar_loop, args = ar_inputs(engine, slots, new_tokens)
+        ar_loop, args = ar_inputs(engine, slots, new_tokens, fill)
         jax.block_until_ready(args)
         start = time.perf_counter()
         _, out, count = ar_loop(*args)
@@ -149,10 +156,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hlo-out", default="/tmp/ar_loop_hlo.txt")
     parser.add_argument("--show", type=int, default=6, help="print this many offending HLO lines")
+    parser.add_argument("--fill", action="store_true", help="prompts that fill each cache (long contexts)")
+    parser.add_argument("--matmul", choices=["kernel", "xla"], help="backend (default: the kernels on one CPU device)")
     args = parser.parse_args()
 
     target, _ = random_pair(SMOLLM2, scale=1.0)
-    engine = Engine(target)
+    engine = Engine(target, matmul=args.matmul)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}; SmolLM2-shaped random weights, f32")
 
     hlo = optimized_hlo(engine, args.hlo_slots, args.new_tokens)
@@ -167,8 +176,10 @@ def main() -> None:
             print("    " + (line if len(line) < 200 else line[:200] + " ..."))
 
     for slots in (int(s) for s in args.slots.split(",")):
-        best, median = ms_per_token(engine, slots, args.new_tokens, args.repeats)
-        print(f"AR loop S={slots:<5} {args.new_tokens} new tokens: {best:7.2f} ms/token best, {median:7.2f} median")
+        best, median = ms_per_token(engine, slots, args.new_tokens, args.repeats, args.fill)
+        prompt = slots - args.new_tokens - 8 if args.fill else PROMPT_TOKENS
+        print(f"AR loop S={slots:<5} prompt {prompt:<5} {args.new_tokens} new tokens: {best:7.2f} ms/token best, "
+              f"{median:7.2f} median")
 
 
 if __name__ == "__main__":
