@@ -28,13 +28,13 @@ os.environ["RESPS_JAX_XLA_CACHE"] = _XLA_CACHE
 atexit.register(shutil.rmtree, _XLA_CACHE, True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_hf_folder(tmp_path_factory) -> Path:
     """A complete, loadable tiny Llama HF folder (weights, config, tokenizer). Read-only, please."""
     return write_tiny_hf_folder(tmp_path_factory.mktemp("tiny_llama") / "model")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny():
     """The helpers above for test modules (importing conftest directly depends on import mode)."""
     import types
