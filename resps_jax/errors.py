@@ -25,3 +25,16 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def refuse_removed_version(kind: str, version: str, removed: dict[str, str], shipped: str, flag: str,
+                           folder: str) -> None:
+    """One error line for a shipped head or policy version that left the package.
+
+    `removed` maps each such version to the last commit that had it; the message names the
+    commit and the `git checkout` that restores `folder` (resps_jax/heads/<version>, ...).
+    """
+    if version in removed:
+        raise UserError(f"{kind} {version} was removed from the package (it ships {shipped} only); git keeps it: "
+                        f"`git checkout {removed[version]} -- {folder}` in a clone of the repository restores the "
+                        f"folder (pass it as {flag}; an editable install also loads it by name)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resps_jax.errors import UserError
+from resps_jax.errors import refuse_removed_version
 
 HEADS_DIR = Path(__file__).resolve().parent
 SHIPPED_HEADS = {"smollm2": "smollm2-v3"}  # name -> the current version's folder
@@ -43,8 +43,5 @@ def refuse_removed_head(version: str) -> None:
     Checked only after the package has no such folder, so a version restored with the
     command below loads by name again.
     """
-    if version in REMOVED_HEADS:
-        commit, folder = REMOVED_HEADS[version], f"resps_jax/heads/{version}"
-        raise UserError(f"head {version} was removed from the package (it ships {SHIPPED_HEADS['smollm2']} only); "
-                        f"git keeps it: `git checkout {commit} -- {folder}` in a clone of the repository "
-                        "restores the folder (pass it as --draft; an editable install also loads it by name)")
+    refuse_removed_version("head", version, REMOVED_HEADS, SHIPPED_HEADS["smollm2"], "--draft",
+                           f"resps_jax/heads/{version}")

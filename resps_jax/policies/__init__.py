@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resps_jax.errors import UserError
+from resps_jax.errors import refuse_removed_version
 
 POLICIES_DIR = Path(__file__).resolve().parent
 SHIPPED_POLICIES = {"smollm2": "smollm2-v2"}  # name -> the current version's folder
@@ -39,8 +39,5 @@ def refuse_removed_policy(version: str) -> None:
     Checked only after the package has no such folder, so a version restored with the
     command below loads by name again.
     """
-    if version in REMOVED_POLICIES:
-        commit, folder = REMOVED_POLICIES[version], f"resps_jax/policies/{version}"
-        raise UserError(f"policy {version} was removed from the package (it ships {SHIPPED_POLICIES['smollm2']} "
-                        f"only); git keeps it: `git checkout {commit} -- {folder}` in a clone of the repository "
-                        "restores the folder (pass it as --policy; an editable install also loads it by name)")
+    refuse_removed_version("policy", version, REMOVED_POLICIES, SHIPPED_POLICIES["smollm2"], "--policy",
+                           f"resps_jax/policies/{version}")

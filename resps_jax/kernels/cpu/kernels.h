@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -25,6 +26,27 @@ Path best_path();
 // A requested path (an FFI attribute: -1 auto, 0 portable, 1 AVX2+FMA, 2 AVX-512), capped
 // at what the CPU supports, so a request never runs instructions the CPU lacks.
 Path resolve_path(int64_t requested);
+
+// bf16 <-> f32. bf16 is f32's top half, so widening is exact; narrowing rounds to nearest
+// even once (a NaN stays a quiet NaN). bf16 travels as uint16_t.
+inline float widen(float v) { return v; }
+inline float widen(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+inline void narrow(float v, float* out) { *out = v; }
+inline void narrow(float v, uint16_t* out) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    *out = static_cast<uint16_t>((bits >> 16) | 0x40);
+    return;
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  *out = static_cast<uint16_t>(bits >> 16);
+}
 
 // Runs work(c) for c in [0, chunks) on the calling thread and up to threads - 1 tasks on
 // XLA's intra-op pool. It never waits on a task that has not started: the caller and the

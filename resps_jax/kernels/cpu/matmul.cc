@@ -41,21 +41,6 @@ namespace resps {
 
 namespace {
 
-inline float bf16_to_f32(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
-
-inline uint16_t f32_to_bf16(float f) {  // round to nearest even, NaN kept quiet
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 struct Operand {
   const void* data;
   bool bf16;
@@ -73,9 +58,9 @@ struct Problem {
 
 inline void store(const Problem& p, int64_t row, int64_t col, float value) {
   if (p.y_bf16) {
-    static_cast<uint16_t*>(p.y)[row * p.n + col] = f32_to_bf16(value);
+    narrow(value, static_cast<uint16_t*>(p.y) + row * p.n + col);
   } else {
-    static_cast<float*>(p.y)[row * p.n + col] = value;
+    narrow(value, static_cast<float*>(p.y) + row * p.n + col);
   }
 }
 
@@ -86,7 +71,7 @@ constexpr int64_t kPanel = 32;  // columns per weight panel: [N / 32, K, 32]
 // with -ffp-contract=off, so a*b+c is a rounded product then a rounded sum on every
 // compiler and target). Per-element code does not depend on M.
 inline float load_scalar(const Operand& op, int64_t index) {
-  return op.bf16 ? bf16_to_f32(op.as<uint16_t>()[index]) : op.as<float>()[index];
+  return op.bf16 ? widen(op.as<uint16_t>()[index]) : op.as<float>()[index];
 }
 
 void portable_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
@@ -122,7 +107,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m51
 template <class T>
 __attribute__((always_inline)) inline float scalar(const T* base) {
   if constexpr (std::is_same_v<T, uint16_t>) {
-    return bf16_to_f32(*base);
+    return widen(*base);
   } else {
     return *base;
   }

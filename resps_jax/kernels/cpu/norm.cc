@@ -20,24 +20,6 @@ namespace resps {
 
 namespace {
 
-inline float widen(float v) { return v; }
-inline float widen(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
-inline void narrow(float v, float* out) { *out = v; }
-inline void narrow(float v, uint16_t* out) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {
-    *out = static_cast<uint16_t>((bits >> 16) | 0x40);
-    return;
-  }
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  *out = static_cast<uint16_t>(bits >> 16);
-}
 
 template <class T, class W>
 void rms_rows(const T* x, const W* w, T* y, int64_t m, int64_t e, float eps) {
