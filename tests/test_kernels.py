@@ -100,7 +100,7 @@ def test_verify_rows_are_bitwise_the_tokens_decoded_one_by_one(path, dtype):
         cache = cache.with_lengths(cache.lengths + 1)
         decoded.append(np.asarray(logits[0, 0]))
     decoded = np.stack(decoded)
-    for t in [2, 4, 7, 8, 12, 16, 33, 64]:
+    for t in [2, 7, 8, 13, 64]:  # both sides of 8 rows (threads, XLA's reduction) and 12 (a row group)
         start = _after_prefix(forward, prefix, dtype)
         logits, _ = forward(start, jnp.asarray(new[:, :t]), (9 + jnp.arange(t, dtype=jnp.int32))[None], causal_mask(1, t))
         np.testing.assert_array_equal(np.asarray(logits[0]), decoded[:t], err_msg=f"T={t}, path {path}")
