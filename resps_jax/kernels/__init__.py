@@ -1,4 +1,4 @@
-"""Native CPU kernels behind one matmul seam, called from jitted code through `jax.ffi`.
+"""Native CPU kernels (matmul, attention, RMSNorm), called from jitted code through `jax.ffi`.
 
 The models call `project(x, w, kernel_out)` for every weight product. With
 `kernel_out=None` it is XLA's own dot over a [K, N] weight (training, checkpoints,
@@ -13,7 +13,11 @@ whether it is decoded alone or verified in a tree.
 
 The instruction-set path (AVX-512, AVX2+FMA, portable C++) is chosen at run time from the
 CPU's features; `RESPS_JAX_KERNEL_PATH=portable|avx2|avx512` caps it (tests use it to check
-each path's own batch invariance). Kernels know no models.
+each path's own batch invariance). `attention` and `rms_norm` exist for the same two
+reasons: XLA:CPU's attention dots with 3 query rows per KV head stream the cache slowly,
+and its row reduction changes with the row count, so both broke batch invariance.
+RESPS_JAX_KERNEL_THREADED_ROWS and RESPS_JAX_ATTENTION_THREADS override the thread
+choices below (for measuring them). Kernels know no models.
 """
 
 from __future__ import annotations
