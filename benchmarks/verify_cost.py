@@ -29,6 +29,8 @@ from resps_jax.models.llama import causal_mask, to_kernel_layout
 from resps_jax.models.loading import load_target
 from resps_jax.runtime import setup_runtime
 
+from ar_decode import read_bandwidth_gbs, weight_bytes_per_token  # benchmarks/ (this script's folder)
+
 
 def forward_fn(model):
     graphdef, params = nnx.split(model)
@@ -40,21 +42,6 @@ def forward_fn(model):
         return m.logits(hidden), cache
 
     return jax.jit(forward, donate_argnums=(1,)), params
-
-
-def read_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
-    """GB/s of a jitted f32 sum over `nbytes` (the read rate a streaming kernel can hope for)."""
-    data = jnp.ones((nbytes // 4,), jnp.float32)
-    total = jax.jit(jnp.sum)
-    total(data).block_until_ready()
-    best = min(_timed(lambda: total(data).block_until_ready()) for _ in range(5))
-    return nbytes / best / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -76,9 +63,8 @@ def main() -> None:
     variants = {}
     for name in args.matmul.split(","):
         variants[name] = forward_fn(to_kernel_layout(model) if name == "kernel" else model)
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    # the forward reads every matrix once; the tied embedding serves the logits (its lookup reads T rows)
-    weight_bytes = n_params * dtype.itemsize
+    weight_bytes = weight_bytes_per_token(model)  # every matrix once; the tied embedding as the LM head
+    n_params = weight_bytes // dtype.itemsize
 
     def new_cache():
         c = KVCache.create(cfg.num_layers, 1, args.cache, cfg.num_kv_heads, cfg.head_dim, dtype)

@@ -31,11 +31,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define RESPS_X86 1
-#endif
-
 #include "kernels.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -44,7 +39,6 @@ namespace ffi = xla::ffi;
 namespace resps {
 
 namespace {
-
 
 struct Dims {
   int64_t b, kvh, q, t, s, d;
@@ -64,16 +58,6 @@ Scratch& scratch() {
 
 // ---------------------------------------------------------------- the portable path
 template <class T>
-float dot_portable(const float* q, const T* k, int64_t d) {
-  float lanes[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= d; i += 8)
-    for (int l = 0; l < 8; ++l) lanes[l] += q[i + l] * widen(k[i + l]);
-  for (int l = 0; i + l < d; ++l) lanes[l] += q[i + l] * widen(k[i + l]);
-  return ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
-}
-
-template <class T>
 void axpy_portable(float p, const T* v, float* acc, int64_t d) {
   for (int64_t i = 0; i < d; ++i) acc[i] += p * widen(v[i]);
 }
@@ -84,16 +68,6 @@ void exp_portable(float* x, int64_t n) {
 
 #ifdef RESPS_X86
 // ---------------------------------------------------------------- AVX-512 (D % 16 == 0)
-template <class T>
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m512 load16(const T* base) {
-  if constexpr (std::is_same_v<T, uint16_t>) {
-    __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
-  } else {
-    return _mm512_loadu_ps(base);
-  }
-}
-
 // exp(x) for x <= 0 (scores minus their max): 2^n * P(r), r = x - n ln2 in [-ln2/2, ln2/2],
 // P a degree-6 Taylor polynomial (relative error ~2e-7); below -87 it is 0.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void exp_fast(float* x, int64_t n) {
@@ -130,7 +104,6 @@ void exp_fast(float* x, int64_t n) { exp_portable(x, n); }
 constexpr int kBlock = 12;
 
 #ifdef RESPS_X86
-#define RESPS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 // 16 vectors p[j] of 16 lanes -> one vector whose lane j is the sum of p[j]'s lanes. Every
 // lane j gets the same tree, ((x0 + x2) + (x1 + x3)) within each 128-bit quarter, then
@@ -227,7 +200,7 @@ void block_portable(const float* query, int64_t rows, const T* keys, const T* va
     for (int64_t r = 0; r < rows; ++r) {
       if (scores_pass) {
         scores[r * keys_stride + s] = mask[row_t[r] * mask_stride + s]
-                                          ? dot_portable(query + r * d, keys + s * d, d) * scale
+                                          ? ordered_dot(query + r * d, keys + s * d, d) * scale
                                           : -std::numeric_limits<float>::infinity();
       } else {
         const float p = scores[r * keys_stride + s];

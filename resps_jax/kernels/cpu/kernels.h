@@ -9,9 +9,12 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <type_traits>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#define RESPS_X86 1
+#define RESPS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -47,6 +50,32 @@ inline void narrow(float v, uint16_t* out) {
   bits += 0x7fffu + ((bits >> 16) & 1u);
   *out = static_cast<uint16_t>(bits >> 16);
 }
+
+// A dot product over n elements in one fixed order: 8 lanes over the elements, then one
+// fixed tree. The portable paths' reduction (attention's scores, RMSNorm's sum of squares):
+// the same bits for the same inputs whatever else the call holds.
+template <class A, class B>
+float ordered_dot(const A* a, const B* b, int64_t n) {
+  float lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += widen(a[i + l]) * widen(b[i + l]);
+  for (int l = 0; i + l < n; ++l) lanes[l] += widen(a[i + l]) * widen(b[i + l]);
+  return ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+}
+
+#ifdef RESPS_X86
+// 16 floats from f32 or bf16 (widened exactly) memory.
+template <class T>
+RESPS_AVX512 __attribute__((always_inline)) inline __m512 load16(const T* base) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+  } else {
+    return _mm512_loadu_ps(base);
+  }
+}
+#endif
 
 // Runs work(c) for c in [0, chunks) on the calling thread and up to threads - 1 tasks on
 // XLA's intra-op pool. It never waits on a task that has not started: the caller and the

@@ -19,18 +19,8 @@
 // y is f32 or bf16 (rounded to nearest even once, at the end).
 
 #include <algorithm>
-#include <atomic>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <memory>
-#include <thread>
 #include <type_traits>
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define RESPS_X86 1
-#endif
 
 #include "kernels.h"
 #include "xla/ffi/api/ffi.h"
@@ -94,16 +84,6 @@ void portable_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
 // AVX-512: R (<= 12) rows of x against one 32-column panel, 2R zmm accumulators; per k,
 // the panel's two vectors are loaded once and each row's x[k] is broadcast into an FMA.
 // The panel streams from memory once for the first row group and from L2 for the next.
-template <class T>
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m512 load16(const T* base) {
-  if constexpr (std::is_same_v<T, uint16_t>) {  // bf16 widens exactly: its bits are f32's top half
-    __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
-  } else {
-    return _mm512_loadu_ps(base);
-  }
-}
-
 template <class T>
 __attribute__((always_inline)) inline float scalar(const T* base) {
   if constexpr (std::is_same_v<T, uint16_t>) {

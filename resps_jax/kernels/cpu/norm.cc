@@ -20,17 +20,11 @@ namespace resps {
 
 namespace {
 
-
 template <class T, class W>
 void rms_rows(const T* x, const W* w, T* y, int64_t m, int64_t e, float eps) {
   for (int64_t row = 0; row < m; ++row) {
     const T* xr = x + row * e;
-    float lanes[8] = {};
-    int64_t i = 0;
-    for (; i + 8 <= e; i += 8)
-      for (int l = 0; l < 8; ++l) lanes[l] += widen(xr[i + l]) * widen(xr[i + l]);
-    for (int l = 0; i + l < e; ++l) lanes[l] += widen(xr[i + l]) * widen(xr[i + l]);
-    const float sum = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+    const float sum = ordered_dot(xr, xr, e);
     const float inv = 1.0f / std::sqrt(sum / static_cast<float>(e) + eps);
     for (int64_t j = 0; j < e; ++j) narrow(widen(w[j]) * (widen(xr[j]) * inv), &y[row * e + j]);
   }
