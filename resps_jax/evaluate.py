@@ -9,13 +9,16 @@ our AR (timed twice, `ar` and `ar_again`, so the run-to-run spread is measured i
 run), each static action of the config's set (`static:ar` is the `ar`-only policy), the
 EAGLE-3 baselines (`config.baselines`: 60/5/10 as the paper compared against, 60/7/10),
 the best static action of a grid search on training prompts (`--grid-search` makes and
-saves that pick; benchmark prompts never choose it), and the Re-SpS policy. Methods run
+saves that pick; benchmark prompts never choose it), two training-free adaptive baselines
+over the config's action set (`ema`: SGLang-style running mean of acceptance; `ucb`:
+BanditSpec-style UCB1; rl/adaptive.py, calibrated once on a training prompt into
+report/calibration.json), and the Re-SpS policy. Methods run
 interleaved per question, their order rotating, so drift on a shared machine hits all
 alike. One record per question x turn x method goes to <workdir>/report/results.jsonl;
 an interrupted run resumes and skips finished records. `python -m resps_jax.report`
 turns the records into report.md and plots (this CLI calls it at the end).
 
-`resps@N` is the policy deciding every N steps; `--interval-sweep 1,5,10` adds one such
+`resps@N` is the policy deciding every N steps (`ema@N`, `ucb@N` likewise); `--interval-sweep 1,5,10` adds one such
 method per N (the paper's Fig. 3: latency and tokens/s against the cache interval).
 `--profile` times each tree action's step piece by piece instead (the paper's Table 8:
 drafting, verification, tree management, policy) into report/profile.json.
@@ -33,6 +36,7 @@ import numpy as np
 from resps_jax.errors import UserError, run_cli
 
 BOOL_FLAGS = ("debug", "grid_search", "no_report", "profile")
+ADAPTIVE_METHODS = ("ema", "ucb")  # rl/adaptive.py's choosers (imported lazily with JAX)
 
 
 def parse_args(argv: list[str]) -> tuple[list[str], dict]:
@@ -58,6 +62,7 @@ def method_names(config, with_policy: bool, best_static: str | None) -> list[str
     names = ["ar", "ar_again"]
     names += [f"static:{format_action(a)}" for a in config_actions(config.actions)]
     names += [f"eagle3:{b.strip()}" for b in str(config.get("baselines", "")).split(";") if b.strip()]
+    names += list(ADAPTIVE_METHODS)  # training-free adaptive baselines over the same action set
     if best_static and f"static:{best_static}" not in names:  # the pick is one of the config's own actions
         names.append("best_static")  # unless the action set changed since the search
     if with_policy:  # as trained (sampled at its temperature, or argmax), and its argmax
@@ -98,8 +103,8 @@ def memory_maps_near_limit(fraction: float = 0.6) -> bool:
 
 
 def policy_interval(method: str) -> int | None:
-    """resps@N -> N (the policy decides every N steps); None for every other method."""
-    if method.startswith("resps@"):
+    """resps@N, ema@N, ucb@N -> N (the chooser decides every N steps); None for every other method."""
+    if method.split("@", 1)[0] in ("resps", *ADAPTIVE_METHODS) and "@" in method:
         try:
             n = int(method.split("@", 1)[1])
         except ValueError:
@@ -178,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [m.strip() for m in (extra["methods"] or "").split(";") if m.strip()]
         wanted += sweep_methods(extra["interval_sweep"]) if extra["interval_sweep"] else []
         allowed = methods + (["best_static"] if best_static else [])
-        missing = [m for m in wanted if m not in allowed and not (policy_interval(m) and agent is not None)]
+        missing = [m for m in wanted if m not in allowed and not (
+            policy_interval(m) and (agent is not None or not m.startswith("resps@")))]
         if missing:
             raise UserError(f"unknown method(s) {', '.join(missing)}; this config has {', '.join(methods)}"
                             + ("" if agent is not None else " (resps@N needs a policy)"))
@@ -186,7 +192,18 @@ def main(argv: list[str] | None = None) -> int:
 
     decoders = {}
     policy_spec = None  # one engine over the policy's action set, shared by resps, resps_argmax, resps@N
+    adaptive_spec = None  # one engine over the config's action set for ema and ucb
+    default_interval = int(ev.interval or (meta or {}).get("interval_eval", config.actions.interval_eval))
     for m in methods:
+        if m.split("@", 1)[0] in ADAPTIVE_METHODS:
+            from resps_jax.rl.adaptive import make_chooser
+
+            if adaptive_spec is None:
+                adaptive_spec = SpeculativeEngine(engine, head, config_actions(config.actions))
+                calibration = adaptive_calibration(config, adaptive_spec, tok, report_dir)
+            chooser = make_chooser(m.split("@", 1)[0], adaptive_spec.actions, calibration)
+            decoders[m] = (adaptive_spec, chooser.decide, policy_interval(m) or default_interval)
+            continue
         if m.startswith("static:") or m.startswith("eagle3:"):
             decoders[m] = (SpeculativeEngine(engine, head, parse_actions(m.split(":", 1)[1])), None, 1 << 20)
         elif m == "best_static":
@@ -244,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         spec, policy, interval = decoders[method]
         if policy is None:
             return spec.generate(ids, request, eos)
+        if hasattr(getattr(policy, "__self__", None), "reset"):  # an adaptive chooser starts each turn afresh
+            policy.__self__.reset()
         return spec.generate(ids, request, eos, policy=policy, interval=interval)
 
     warmed: set = set()
@@ -327,6 +346,36 @@ def main(argv: list[str] | None = None) -> int:
         write_report(report_dir, command=" ".join(["python -m resps_jax.evaluate", *(argv or [])]))
         print(speed_summary(report_dir))
     return 0
+
+
+def adaptive_calibration(config, spec, tok, report_dir: Path):
+    """The ema/ucb baselines' calibration: every action's step cost and tokens per step,
+    measured once (rl.env.measure_step_costs) on the first grid-search training prompt, never a
+    benchmark one, and kept in report/calibration.json so a resumed run uses the same table."""
+    from resps_jax.config_cli import config_source
+    from resps_jax.data.prompts import load_training_prompts
+    from resps_jax.decoding.engine import GenerationConfig
+    from resps_jax.decoding.tree import format_action
+    from resps_jax.prompting import encode_prompt
+    from resps_jax.rl.adaptive import Calibration
+    from resps_jax.rl.env import measure_step_costs
+
+    path = report_dir / "calibration.json"
+    names = [format_action(a) for a in spec.actions]
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("actions") == names:
+            return Calibration(tuple(saved["relative_cost"]), tuple(saved["tokens_per_step"]))
+    with config_source("eval.grid_prompts"):
+        prompt = load_training_prompts(config.eval.grid_prompts, limit=1, seed=7)[0]
+    ids = encode_prompt(tok, prompt[0])
+    gen = GenerationConfig(max_new_tokens=config.eval.max_new_tokens, tree_margin=spec.tree_margin)
+    capacity = spec.engine.fit_prompt(ids, gen)[1]
+    costs = measure_step_costs(spec, ids, cache_len=cache_length_bucket(capacity, spec.engine.cfg.max_position_embeddings))
+    path.write_text(json.dumps({"actions": names, "relative_cost": list(costs.relative),
+                                "tokens_per_step": list(costs.tokens_per_step), "ar_seconds": costs.ar_seconds},
+                               indent=2))
+    return Calibration(costs.relative, costs.tokens_per_step)
 
 
 def profile_actions(config, engine, head, agent, meta, gen, sets, tok, report_dir: Path) -> None:

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         ckpt.check_compatible(meta, actions, agent_cfg.obs_dim, agent_cfg.hidden, ckpt_dir)
         ckpt.restore_into(mngr, step, agent, meta, ckpt_dir)
         position = int(meta["position"])
-        costs = StepCosts(meta["costs"]["ar_seconds"], tuple(meta["costs"]["relative"]))
+        costs = StepCosts(meta["costs"]["ar_seconds"], tuple(meta["costs"]["relative"]),
+                          tuple(meta["costs"].get("tokens_per_step", ())))
         if is_writer():
             print(f"resumed from update {agent.updates} at question {position}", flush=True)
         if position >= rl.questions:  # a finished run (a rerun of `make demo`): nothing to compile or time
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "actions": names, "position": position, "temperature": agent_cfg.temperature, "greedy": agent_cfg.greedy,
         "ppo": vars_of(agent_cfg.ppo), "variant": rl.variant, "reward": rl.reward,
         "interval_eval": config.actions.interval_eval, "interval_train": config.actions.interval_train,
-        "costs": {"ar_seconds": costs.ar_seconds, "relative": list(costs.relative)}, "model": config.model,
+        "costs": {"ar_seconds": costs.ar_seconds, "relative": list(costs.relative),
+                  "tokens_per_step": list(costs.tokens_per_step)}, "model": config.model,
         "draft": head_version(draft_spec(config)),  # the exact head its rewards came from
     }
 

@@ -41,11 +41,13 @@ def test_step_cost_leaves_out_the_first_interval_and_its_prompt_catch_up():
 
 def test_step_costs_are_per_round_ratios_so_drift_and_bursts_cancel(monkeypatch):
     # (AR seconds per token, each action's seconds per step) per round; round 0 compiles
-    rounds = iter([(9.0, [90.0, 90.0]),  # the compile pass: ignored
-                   (0.04, [0.04, 0.08]),
-                   (0.08, [0.08, 0.16]),  # the whole machine 2x slower: same ratios
-                   (0.04, [0.04, 0.80])])  # a burst of other work during one action
+    # (AR seconds per token, each action's seconds per step, its tokens per step) per round
+    rounds = iter([(9.0, [90.0, 90.0], [1.0, 9.0]),  # the compile pass: ignored
+                   (0.04, [0.04, 0.08], [1.0, 2.5]),
+                   (0.08, [0.08, 0.16], [1.0, 2.5]),  # the whole machine 2x slower: same ratios
+                   (0.04, [0.04, 0.80], [1.0, 2.5])])  # a burst of other work during one action
     monkeypatch.setattr(env, "_one_round", lambda *args: next(rounds))
     costs = measure_step_costs(spec=None, prompt_ids=[1], rounds=3)
     assert costs.relative == pytest.approx((1.0, 2.0))
     assert costs.ar_seconds == pytest.approx(0.04)
+    assert costs.tokens_per_step == pytest.approx((1.0, 2.5))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-METHODS = "ar;ar_again;static:ar;static:8,3,2"
+METHODS = "ar;ar_again;static:ar;static:8,3,2;ema;ucb@4"
 
 
 def evaluate(cache: Path, *args: str) -> subprocess.CompletedProcess:
@@ -33,12 +33,21 @@ def test_one_record_per_question_turn_method_and_a_report(evaluated):
     records = [json.loads(x) for x in (report / "results.jsonl").read_text().splitlines()]
     keys = {(r["benchmark"], r["turn"], r["method"]) for r in records}
     # MT-Bench asks both turns; GSM8K has one
-    assert len(records) == len(keys) == 3 * 4
+    assert len(records) == len(keys) == 3 * 6
     assert {k[:2] for k in keys} == {("mt_bench", 0), ("mt_bench", 1), ("gsm8k", 0)}
     assert all(r["identical_to_ar"] for r in records)  # greedy speculative output is AR's
     assert all(len(r["accepted"]) == r["steps"] for r in records if r["method"].startswith("static"))
     text = (report / "report.md").read_text()
     assert "## Speed" in text and "static:8,3,2" in text and (report / "speedup.png").is_file()
+    # the adaptive baselines: calibrated once on a training prompt, deciding every 8 (ema, the
+    # config's interval_eval) or 4 (ucb@4) steps over the config's actions
+    calibration = json.loads((report / "calibration.json").read_text())
+    assert calibration["actions"] == ["ar", "3,1,1", "8,3,2", "16,4,4"]
+    assert len(calibration["relative_cost"]) == len(calibration["tokens_per_step"]) == 4
+    for method, interval in (("ema", 8), ("ucb@4", 4)):
+        mine = [r for r in records if r["method"] == method]
+        assert all(set(r["actions"]) <= set(calibration["actions"]) for r in mine)
+        assert all(len(r["actions"]) == -(-r["steps"] // interval) for r in mine), method
 
 
 def test_a_run_ends_with_the_speed_table_and_the_report_path(evaluated):

@@ -394,7 +394,9 @@ class SpeculativeEngine:
         eos = np.asarray(eos_ids or (-1,), np.int32)
         actions: list[Action] = []
         log: list[tuple[int, int, int, float]] = []
-        wants_context = getattr(getattr(policy, "__self__", policy), "wants_context", False)  # Agent.decide
+        owner = getattr(policy, "__self__", policy)
+        wants_context = getattr(owner, "wants_context", False)  # Agent.decide
+        observe = getattr(owner, "observe", None)  # an adaptive chooser's feedback (rl/adaptive.py)
         max_new = np.int32(gen.max_new_tokens)
         count, steps = int(to_host(state.count)), 0
         while not bool(to_host(state.done)) and count < gen.max_new_tokens:
@@ -420,6 +422,8 @@ class SpeculativeEngine:
                 )
             new_count, new_steps = int(to_host(state.count)), int(to_host(state.steps))  # waits for the interval
             log.append((index, new_count - count, new_steps - steps, time.perf_counter() - tick))
+            if observe is not None:
+                observe(*log[-1])
             count, steps = new_count, new_steps
         token_ids = to_host(state.out)[:count].tolist()
         seconds = time.perf_counter() - start

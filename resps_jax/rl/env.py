@@ -26,10 +26,13 @@ REWARDS = ("measured", "modeled")
 
 @dataclasses.dataclass(frozen=True)
 class StepCosts:
-    """Seconds per plain AR token, and each action's seconds per step in AR steps."""
+    """Seconds per plain AR token, each action's seconds per step in AR steps, and the tokens
+    per step each action emitted in the same timed runs (the adaptive baselines' calibration;
+    empty in policy checkpoints written before it was recorded)."""
 
     ar_seconds: float
     relative: tuple[float, ...]
+    tokens_per_step: tuple[float, ...] = ()
 
 
 def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], steps: int = 24, rounds: int = 3,
@@ -48,24 +51,28 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], steps: in
     also compiles every executable the run will use, before any timing.
     """
     per_round = [_one_round(spec, prompt_ids, steps, cache_len) for _ in range(rounds + 1)][1:]  # first compiles
-    ar_seconds = [ar for ar, _ in per_round]  # [rounds]
-    ratios = np.array([[c / ar for c in action_seconds] for ar, action_seconds in per_round])  # [rounds, A]
-    return StepCosts(float(np.median(ar_seconds)), tuple(float(r) for r in np.median(ratios, axis=0)))
+    ar_seconds = [ar for ar, _, _ in per_round]  # [rounds]
+    ratios = np.array([[c / ar for c in action_seconds] for ar, action_seconds, _ in per_round])  # [rounds, A]
+    tokens = np.array([t for _, _, t in per_round])  # [rounds, A]
+    return StepCosts(float(np.median(ar_seconds)), tuple(float(r) for r in np.median(ratios, axis=0)),
+                     tuple(float(t) for t in np.median(tokens, axis=0)))
 
 
 def _one_round(spec: SpeculativeEngine, prompt_ids: list[int], steps: int,
-               cache_len: int | None) -> tuple[float, list[float]]:
-    """Seconds per plain AR token, then each action's seconds per steady step, back to back."""
+               cache_len: int | None) -> tuple[float, list[float], list[float]]:
+    """Seconds per plain AR token, then each action's seconds per steady step and tokens per
+    step, back to back."""
     engine = spec.engine
     full = _timed(lambda: engine.generate(prompt_ids, GenerationConfig(max_new_tokens=steps + 1, cache_len=cache_len), ()))
     prefill = _timed(lambda: engine.generate(prompt_ids, GenerationConfig(max_new_tokens=1, cache_len=cache_len), ()))
     ar = max(full - prefill, 1e-9) / steps
-    action_seconds = []
+    action_seconds, action_tokens = [], []
     for index in range(len(spec.actions)):
         result = spec.generate(prompt_ids, GenerationConfig(max_new_tokens=4 * steps, cache_len=cache_len), (),
                                policy=lambda _taps, i=index: i, interval=steps)
         action_seconds.append(steady_seconds_per_step(result.intervals))
-    return ar, action_seconds
+        action_tokens.append(result.new_tokens / max(1, result.steps))
+    return ar, action_seconds, action_tokens
 
 
 def steady_seconds_per_step(intervals: Sequence[tuple[int, int, int, float]]) -> float:

@@ -1,0 +1,149 @@
+"""Two training-free adaptive choosers, the baselines a learned policy has to beat.
+
+Production engines adapt speculation without training: SGLang's adaptive speculation keeps a
+running mean of the accepted length and moves between pre-built tiers, and BanditSpec runs a
+bandit (UCB) over configurations. Both are here as engine policies over the same action set
+and interval machinery as Re-SpS, so `evaluate` compares them on one engine:
+
+- `EmaChooser`: an exponential moving average of how much better or worse the running turn
+  drafts than calibration did, which rescales every action's calibrated tokens per step; the
+  action with the highest predicted tokens per modeled second is taken, with hysteresis.
+- `UcbChooser`: UCB1 within a turn, the reward of an interval being its tokens per modeled
+  second (tokens / (steps x the action's step cost in AR steps)), each arm starting from one
+  pseudo-pull at its calibrated speed (with 3-10 intervals a turn, a cold start would spend the
+  turn trying arms).
+
+Both read only what the engine reports after each interval (`observe`), never the target's
+features, and start afresh every turn (`reset`). The calibration (step cost and tokens per
+step of every action) comes from `rl.env.measure_step_costs` on a training prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from resps_jax.decoding.tree import AR_ACTION
+from resps_jax.errors import UserError
+
+ADAPTIVE_METHODS = ("ema", "ucb")
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """Each action's step cost in AR steps and tokens per step, measured once on this machine."""
+
+    relative_cost: tuple[float, ...]
+    tokens_per_step: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.relative_cost) != len(self.tokens_per_step) or not self.relative_cost:
+            raise UserError("adaptive calibration: one step cost and one tokens-per-step value per action")
+
+    @property
+    def speeds(self) -> np.ndarray:
+        """Calibrated tokens per modeled second (AR = 1) of every action, [A]."""
+        return np.asarray(self.tokens_per_step) / np.maximum(np.asarray(self.relative_cost), 1e-9)
+
+
+class EmaChooser:
+    """SGLang-style adaptive speculation over an action set.
+
+    `ratio` is a running mean of (accepted drafts per step) / (the calibrated accepted drafts
+    per step) of the actions taken this turn: 1 where the turn drafts as calibration did,
+    above where it drafts better. Every action's predicted tokens per step is then
+    1 + ratio x (calibrated tokens per step - 1), its predicted speed that over its step cost.
+    The choice moves only when another action is predicted `margin` faster (hysteresis, so
+    noise in one interval does not flip it). An `ar` interval teaches nothing about drafting,
+    so there the ratio relaxes toward 1 and a later interval tries a tree again.
+    """
+
+    def __init__(self, actions: Sequence[tuple[int, int, int]], calibration: Calibration, decay: float = 0.5,
+                 margin: float = 0.05):
+        if len(actions) != len(calibration.relative_cost):
+            raise UserError(f"adaptive calibration has {len(calibration.relative_cost)} actions, the set {len(actions)}")
+        if not 0.0 < decay <= 1.0:
+            raise UserError(f"ema decay {decay}: expected 0 < decay <= 1")
+        self.actions = list(actions)
+        self.calibration = calibration
+        self.decay = decay
+        self.margin = margin
+        self.most_tokens = np.asarray([1 if a == AR_ACTION else a[1] + 1 for a in self.actions], np.float64)  # [A]
+        self.reset()
+
+    def reset(self) -> None:
+        self.ratio = 1.0
+        self.current = int(np.argmax(self.calibration.speeds))
+
+    def predicted_speeds(self) -> np.ndarray:
+        tokens = 1.0 + self.ratio * (np.asarray(self.calibration.tokens_per_step) - 1.0)  # [A]
+        tokens = np.minimum(tokens, self.most_tokens)  # a depth-d tree emits at most d + 1 a step
+        return tokens / np.maximum(np.asarray(self.calibration.relative_cost), 1e-9)
+
+    def decide(self, taps: np.ndarray) -> int:
+        del taps  # training-free: the running turn's acceptance is its only signal
+        return self.current
+
+    def observe(self, index: int, tokens: int, steps: int, seconds: float) -> None:
+        del seconds
+        if steps <= 0:
+            return
+        expected = self.calibration.tokens_per_step[index] - 1.0
+        if self.actions[index] == AR_ACTION or expected <= 1e-6:
+            sample = 1.0  # nothing drafted: drift back to the calibrated prior
+        else:
+            sample = max(tokens / steps - 1.0, 0.0) / expected
+        self.ratio = (1.0 - self.decay) * self.ratio + self.decay * sample
+        speeds = self.predicted_speeds()
+        best = int(np.argmax(speeds))
+        if speeds[best] > (1.0 + self.margin) * speeds[self.current]:
+            self.current = best
+
+
+class UcbChooser:
+    """BanditSpec-style UCB1 over the action set within a turn.
+
+    Arm a's score is its mean reward plus `exploration` x sqrt(2 ln n / n_a), rewards in AR
+    speed-up units (tokens / (steps x step cost)). Each arm starts with one pseudo-pull at its
+    calibrated speed, so the first interval takes the calibrated best and exploration is
+    spent where the turn's rewards leave the arms close.
+    """
+
+    def __init__(self, actions: Sequence[tuple[int, int, int]], calibration: Calibration, exploration: float = 0.5):
+        if len(actions) != len(calibration.relative_cost):
+            raise UserError(f"adaptive calibration has {len(calibration.relative_cost)} actions, the set {len(actions)}")
+        self.actions = list(actions)
+        self.calibration = calibration
+        self.exploration = exploration
+        self.reset()
+
+    def reset(self) -> None:
+        self.pulls = np.ones(len(self.actions))  # [A] the calibration's pseudo-pull
+        self.totals = self.calibration.speeds.astype(np.float64).copy()  # [A]
+
+    def scores(self) -> np.ndarray:
+        n = self.pulls.sum()
+        return self.totals / self.pulls + self.exploration * np.sqrt(2.0 * math.log(n) / self.pulls)
+
+    def decide(self, taps: np.ndarray) -> int:
+        del taps
+        return int(np.argmax(self.scores()))
+
+    def observe(self, index: int, tokens: int, steps: int, seconds: float) -> None:
+        del seconds
+        if steps <= 0:
+            return
+        self.pulls[index] += 1
+        self.totals[index] += tokens / (steps * max(self.calibration.relative_cost[index], 1e-9))
+
+
+def make_chooser(method: str, actions: Sequence[tuple[int, int, int]], calibration: Calibration):
+    """'ema' or 'ucb' -> a fresh chooser over `actions`."""
+    if method == "ema":
+        return EmaChooser(actions, calibration)
+    if method == "ucb":
+        return UcbChooser(actions, calibration)
+    raise UserError(f"adaptive method {method!r}: expected one of {', '.join(ADAPTIVE_METHODS)}")
