@@ -113,6 +113,9 @@ def rl_config(prompts: str, questions: int, max_new_tokens: int, max_prompt_toke
     rl.vf_coef = 0.5
     rl.max_grad_norm = 0.5
     rl.target_kl = 0.0  # stop an update's gradient steps past 1.5 x this approximate KL (SB3; 0: off)
+    # Anneal the learning rate linearly to 0 over rl.questions (CleanRL's PPO default; off: Table 4's
+    # constant rate, as SB3 runs it).
+    rl.anneal_lr = False
     rl.reward = "measured"  # measured (tokens/s of the interval) | modeled (tokens / modeled step cost)
     rl.prompts = prompts  # training questions: first user turns, seed-42 shuffle; never benchmarks
     rl.questions = questions

@@ -384,6 +384,34 @@ def training_summary(log_path: Path, window: int = 50) -> dict:
             "ar_share": actions.count("ar") / len(actions) if actions else None}
 
 
+def decision_windows(turns: list[dict], window: int = 50) -> list[dict]:
+    """Per `window` training questions: each decision index's action shares (0, 1 and 2+, as
+    the turn's first decision sees the prompt's end and later ones the answer), the critic's
+    mean value at decision 0 and the mean reward each action earned there. A first decision
+    collapsing onto an action worse than another shows as a share near 1 beside a lower
+    reward; a critic far below every reward shows the cause (issue log, 2026-12-04)."""
+    rows = []
+    for start in range(0, (turns[-1]["question"] + 1) if turns else 0, window):
+        chunk = [r for r in turns if start <= r["question"] < start + window]
+        if not chunk:
+            continue
+        row = {"questions": f"{start}-{start + window - 1}", "turns": len(chunk), "shares": {}}
+        for label, pick in (("0", lambda acts: acts[:1]), ("1", lambda acts: acts[1:2]), ("2+", lambda acts: acts[2:])):
+            taken = Counter(a for r in chunk for a in pick(r["actions"]))
+            total = sum(taken.values())
+            row["shares"][label] = {a: c / total for a, c in taken.most_common()} if total else {}
+        values = [r["values"][0] for r in chunk if r.get("values")]
+        row["value0"] = float(np.mean(values)) if values else None
+        first = defaultdict(list)
+        for r in chunk:
+            if r["actions"] and r["rewards"]:
+                first[r["actions"][0]].append(r["rewards"][0])
+        row["reward0"] = {a: float(np.mean(v)) for a, v in first.items()}
+        row["reward"] = float(np.mean([x for r in chunk for x in r["rewards"]]))
+        rows.append(row)
+    return rows
+
+
 def ablation_table(runs: list[Path]) -> list[str]:
     """The ablation table: one row per run folder (a config or `config:ABLATION` workdir, each
     trained and evaluated on its own), Re-SpS's speed over the AR timed beside it in the same

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         while position < end and time.monotonic() < deadline:
             turn = run_turn(spec, questions[position], gen, eos, agent.decide, config.actions.interval_train,
                             rl.reward, costs)
+            values = [round(t.value, 4) for t in agent.pending]  # the critic at each decision (logged)
             agent.end_turn(turn.rewards)
             position += 1
             result = turn.result
@@ -194,13 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             record = {"type": "turn", "question": position - 1, "tokens": result.new_tokens,
                       "seconds": round(result.seconds, 4), "steps": result.steps,
                       "actions": [names[i] for i, *_ in result.intervals],
-                      "rewards": [round(r, 4) for r in turn.rewards]}
+                      "rewards": [round(r, 4) for r in turn.rewards], "values": values}
             if log:
                 log.write(json.dumps(record) + "\n")
                 writer.add_scalar("turn/tokens_per_second", result.tokens_per_second, position)
                 writer.add_scalar("turn/mean_reward", sum(turn.rewards) / max(1, len(turn.rewards)), position)
             while agent.ready():
-                metrics = agent.update()
+                metrics = agent.update(max(0.0, 1.0 - position / rl.questions) if rl.anneal_lr else 1.0)
                 if log:
                     log.write(json.dumps({"type": "update", "update": agent.updates, "question": position, **{
                         k: round(v, 5) for k, v in metrics.items()}}) + "\n")

@@ -143,3 +143,30 @@ def test_target_kl_stops_an_update_once_the_policy_has_moved(target_kl, expected
     metrics = agent.update()
     assert metrics["steps_taken"] == expected_steps
     assert not np.allclose(agent.probabilities(env.features(0)), before)  # the first step always lands
+
+
+def test_annealed_rate_scales_every_step_and_zero_freezes_the_policy():
+    """lr_scale multiplies Adam's step: from one state and batch, a half-rate update moves each
+    parameter half as far (Adam's step is linear in its rate), and a zero-rate one not at all."""
+    import jax
+
+    env = Contexts(seed=5)
+    moves = {}
+    for scale in (1.0, 0.5, 0.0):
+        agent = make_agent("standard", seed=3)
+        env.rng = np.random.RandomState(11)  # the same contexts, so the same batch and samples
+        while not agent.ready():
+            c = env.rng.randint(A)
+            agent.end_turn([1.0 if agent.decide(env.features(c)) == c else 0.0])
+        before = jax.tree.map(np.asarray, agent.params)
+        metrics = agent.update(lr_scale=scale)
+        assert metrics["lr_scale"] == scale
+        moves[scale] = np.concatenate([np.ravel(np.asarray(a) - b) for a, b in
+                                       zip(jax.tree.leaves(agent.params), jax.tree.leaves(before))])
+    assert np.abs(moves[1.0]).max() > 1e-4
+    # 8 minibatch steps: a half-rate step changes the later gradients a little, so the total
+    # move is half as long, not exactly half of the full-rate one element by element
+    ratio = np.linalg.norm(moves[0.5]) / np.linalg.norm(moves[1.0])
+    assert 0.4 < ratio < 0.6, ratio
+    assert not np.any(moves[0.0])
+    assert agent.executables()["update"] == 1  # the scale is traced: no recompile per value

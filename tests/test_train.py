@@ -60,9 +60,31 @@ def test_trains_end_to_end_and_compiles_each_piece_once(trained):
     updates = [r for r in records if r["type"] == "update"]
     assert [r["question"] for r in turns] == list(range(24))
     assert len(updates) == summary["updates"] and all("entropy" in u and "approx_kl" in u for u in updates)
-    assert all(len(r["actions"]) == len(r["rewards"]) > 0 for r in turns)
+    assert all(len(r["actions"]) == len(r["rewards"]) == len(r["values"]) > 0 for r in turns)
+    assert all(u["lr_scale"] == 1.0 for u in updates)  # rl.anneal_lr is off in configs/tiny.py
     assert any(f.name.startswith("events.out.tfevents") for f in (workdir / "tb").iterdir())
     assert checkpoint_steps(workdir)[-1] == 24
+
+
+def test_training_plot_splits_actions_by_decision_index_per_window(trained, tmp_path):
+    cache, _ = trained
+    log = cache / "runs" / "tiny" / "train_log.jsonl"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plot_training.py"), str(log),
+                             str(tmp_path / "training.png"), "--window", "8"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "training.png").stat().st_size > 10_000
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split(" | ")[0] for r in rows] == ["| 0-7", "| 8-15", "| 16-23"]  # 24 questions
+    from resps_jax.report import decision_windows
+
+    turns = [json.loads(line) for line in log.read_text().splitlines() if '"turn"' in line]
+    windows = decision_windows(turns, 8)
+    for window, first in zip(windows, (turns[:8], turns[8:16], turns[16:])):
+        assert sum(window["shares"]["0"].values()) == pytest.approx(1.0)
+        counts = [r["actions"][0] for r in first]
+        assert window["shares"]["0"] == pytest.approx({a: counts.count(a) / 8 for a in set(counts)})
+        assert window["value0"] == pytest.approx(np.mean([r["values"][0] for r in first]))
 
 
 def test_generate_resps_mode_is_greedy_lossless_and_lists_actions(trained):

@@ -127,8 +127,9 @@ class Agent:
     def ready(self) -> bool:
         return len(self.buffer) >= self.cfg.ppo.n_steps
 
-    def update(self) -> dict[str, float]:
-        """One PPO update on the first n_steps transitions of the buffer."""
+    def update(self, lr_scale: float = 1.0) -> dict[str, float]:
+        """One PPO update on the first n_steps transitions of the buffer, every step scaled by
+        `lr_scale` (an annealed learning rate: the trainer passes 1 - progress)."""
         cfg = self.cfg.ppo
         batch, self.buffer = self.buffer[: cfg.n_steps], self.buffer[cfg.n_steps :]
         rewards = np.asarray([t.reward for t in batch], np.float32)
@@ -141,10 +142,12 @@ class Agent:
             jnp.asarray([t.logp for t in batch], jnp.float32), jnp.asarray(adv), jnp.asarray(returns),
         )
         self.key, key = jax.random.split(self.key)
-        self.params, self.opt_state, metrics = self._update(self.params, self.opt_state, arrays, key)
+        self.params, self.opt_state, metrics = self._update(self.params, self.opt_state, arrays, key,
+                                                             np.float32(lr_scale))
         self.updates += 1
         out = {k: float(v) for k, v in metrics.items()}
         out["reward_mean"] = float(rewards.mean())
+        out["lr_scale"] = float(lr_scale)
         return out
 
     def probabilities(self, taps: np.ndarray, context_ids: Sequence[int] | None = None) -> np.ndarray:

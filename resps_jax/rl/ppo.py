@@ -98,8 +98,12 @@ def ppo_loss(model, obs, actions, old_logp, advantages, returns, cfg: PPOConfig)
     return loss, metrics
 
 
-def _update(graphdef, tx, cfg: PPOConfig, params, opt_state, batch, key):
-    """epochs x minibatches of PPO on batch = (obs, actions, old_logp, advantages, returns) [n_steps]."""
+def _update(graphdef, tx, cfg: PPOConfig, params, opt_state, batch, key, lr_scale):
+    """epochs x minibatches of PPO on batch = (obs, actions, old_logp, advantages, returns) [n_steps].
+
+    `lr_scale` multiplies every parameter step (a traced scalar, so annealing never
+    recompiles): Adam's step is linear in its learning rate, so this is CleanRL's linearly
+    annealed rate without a second optimizer state layout (checkpoints stay compatible)."""
     n = cfg.n_steps
     n_mb = n // cfg.batch_size
 
@@ -116,6 +120,7 @@ def _update(graphdef, tx, cfg: PPOConfig, params, opt_state, batch, key):
         if cfg.target_kl > 0:
             stopped = stopped | (metrics["approx_kl"] > 1.5 * cfg.target_kl)
         updates, new_opt_state = tx.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: u * lr_scale, updates)
         keep = lambda old, new: jax.tree.map(lambda o, u: jnp.where(stopped, o, u), old, new)  # noqa: E731
         params = keep(params, optax.apply_updates(params, updates))
         opt_state = keep(opt_state, new_opt_state)
@@ -133,5 +138,5 @@ def _update(graphdef, tx, cfg: PPOConfig, params, opt_state, batch, key):
 
 
 def make_update(graphdef, tx: optax.GradientTransformation, cfg: PPOConfig):
-    """The jitted update (params, opt_state, batch, key) -> (params, opt_state, metrics)."""
+    """The jitted update (params, opt_state, batch, key, lr_scale) -> (params, opt_state, metrics)."""
     return jax.jit(partial(_update, graphdef, tx, cfg), donate_argnums=(0, 1))
