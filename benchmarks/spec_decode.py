@@ -98,6 +98,8 @@ def main() -> None:
                              "fixed: one length for all, from the longest prompt")
     parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--matmul", choices=["kernel", "xla"], help="backend (default: the kernels on one CPU device)")
+    parser.add_argument("--draft-weights", choices=["float32", "bfloat16", "both"], default="float32",
+                        help="the head's packed weights (kernel backend): both runs every tree with each, side by side")
     parser.add_argument("--json-out", help="write the rows here too")
     args = parser.parse_args()
     setup_runtime()
@@ -121,11 +123,14 @@ def main() -> None:
 
     ar_outputs = [engine.generate(ids, gen, eos).token_ids for ids in prompts]
     rows = [run_decoder("resps_jax AR", lambda ids: engine.generate(ids, gen, eos), prompts, capacity_of, ar_outputs)]
+    draft_weights = ["float32", "bfloat16"] if args.draft_weights == "both" else [args.draft_weights]
     for tree in grid:
-        spec = SpeculativeEngine(engine, head, [tree])
-        rows.append(run_decoder(f"static {tree[0]}/{tree[1]}/{tree[2]}", lambda ids, s=spec: s.generate(ids, gen, eos),
-                                prompts, capacity_of, ar_outputs))
-        print(_fmt(rows[-1], rows[0]["tok_s"]), flush=True)
+        for weights in draft_weights:
+            spec = SpeculativeEngine(engine, head, [tree], draft_weights=None if weights == "float32" else weights)
+            name = f"static {tree[0]}/{tree[1]}/{tree[2]}" + (" bf16 head" if weights == "bfloat16" else "")
+            rows.append(run_decoder(name, lambda ids, s=spec: s.generate(ids, gen, eos), prompts, capacity_of,
+                                    ar_outputs))
+            print(_fmt(rows[-1], rows[0]["tok_s"]), flush=True)
     if not args.no_hf:
         for name, run in hf_decoders(prompts, args.new_tokens, eos).items():
             rows.append(run_decoder(name, run, prompts, capacity_of, ar_outputs))
@@ -136,7 +141,7 @@ def main() -> None:
     print(f"{'decoder':<34}{'tok/s':>8}{'mean acc':>10}{'vs AR':>8}{'identical':>11}{'step cost':>11}{'2x needs':>10}")
     for row in rows:
         print(_fmt(row, rows[0]["tok_s"]))
-    best = max(rows[1 : 1 + len(grid)], key=lambda r: r["tok_s"])
+    best = max(rows[1 : 1 + len(grid) * len(draft_weights)], key=lambda r: r["tok_s"])
     print(f"\nbest static tree: {best['decoder']} at {best['tok_s'] / rows[0]['tok_s']:.2f}x our AR")
     if args.json_out:
         with open(args.json_out, "w") as f:

@@ -261,7 +261,7 @@ class SpeculativeEngine:
     interval per TT bucket (depth and k are traced values), plus prefill per prompt bucket.
     """
 
-    def __init__(self, engine: Engine, head, actions: Sequence[Action]):
+    def __init__(self, engine: Engine, head, actions: Sequence[Action], draft_weights: str | None = None):
         from resps_jax.decoding.spec import SpecState, ar_interval, spec_interval, spec_prefill_seeded
         from resps_jax.decoding.tree import AR_ACTION, TreeShape, validate_actions
 
@@ -273,7 +273,9 @@ class SpeculativeEngine:
         self.buckets = tt_buckets(trees) if trees else ()
         self.head_cfg = head.cfg
         if engine.matmul == "kernel":  # the head's products on the same kernel as the target's
-            head = to_kernel_layout(head)
+            head = to_kernel_layout(head, weight_dtype=draft_weights)
+        elif draft_weights is not None:
+            raise UserError("draft_weights needs the CPU kernel (--matmul kernel)")
         self.graphdef_h, params_h = nnx.split(head)
         placement = engine.placement
         self.head_shardings = placement.param_shardings(params_h, head.cfg.head_dim)

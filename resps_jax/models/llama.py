@@ -277,7 +277,7 @@ class Llama(nnx.Module):
         return self.lm_head(hidden, out_dtype=jnp.float32)
 
 
-def to_kernel_layout(module: nnx.Module) -> nnx.Module:
+def to_kernel_layout(module: nnx.Module, weight_dtype=None) -> nnx.Module:
     """A copy of `module` (a target or a head) whose products run on the CPU kernel.
 
     Every Linear's [in, out] weight is packed once into the kernel's panels; a tied LM head
@@ -285,11 +285,16 @@ def to_kernel_layout(module: nnx.Module) -> nnx.Module:
     RMSNorm run on their kernels. Together they make the forward batch-invariant: a row's
     logits do not depend on how many rows share the forward. The original
     module is untouched: training and checkpoints keep [in, out].
+
+    `weight_dtype` (e.g. bfloat16) stores the packed Linear weights in that type while
+    activations keep theirs: the kernel widens each weight exactly and accumulates in f32, so
+    a step reads fewer bytes. Only the draft head takes it (its outputs are proposals the
+    target verifies, so output stays lossless whatever the head's precision).
     """
     module = nnx.clone(module)
     for _, sub in nnx.iter_modules(module):
         if isinstance(sub, Linear) and sub.kernel_out is None:
-            w = jnp.asarray(sub.weight[...])  # [in, out]
+            w = jnp.asarray(sub.weight[...], weight_dtype)  # [in, out]
             sub.weight = nnx.Param(kernels.pack_weight(w))  # [out/32, in, 32]
             sub.kernel_out = int(w.shape[1])
         elif isinstance(sub, Attention):
