@@ -100,6 +100,12 @@ def main() -> None:
     parser.add_argument("--matmul", choices=["kernel", "xla"], help="backend (default: the kernels on one CPU device)")
     parser.add_argument("--draft-weights", choices=["float32", "bfloat16", "both"], default="float32",
                         help="the head's packed weights (kernel backend): both runs every tree with each, side by side")
+    parser.add_argument("--training-prompts", type=int, default=0,
+                        help="N > 0: time on N ShareGPT training questions (first turns of at most 256 tokens, "
+                             "the seed-42 shuffle from --training-offset on) instead of the benchmark prompts, "
+                             "to choose an action set without looking at held-out data")
+    parser.add_argument("--training-offset", type=int, default=3000,
+                        help="first training question used (past what a policy run trains on)")
     parser.add_argument("--json-out", help="write the rows here too")
     args = parser.parse_args()
     setup_runtime()
@@ -108,8 +114,17 @@ def main() -> None:
     head = load_eagle3(resolve_draft_folder(args.draft), target.cfg)
     engine = Engine(target.model, matmul=args.matmul)
     eos = eos_token_ids(target.tokenizer, target.cfg.eos_token_ids)
-    questions = [q for name in BENCHMARKS for q in load_benchmark(name, limit=args.per_benchmark)]
-    prompts = [encode_prompt(target.tokenizer, q.turns[0]) for q in questions]
+    if args.training_prompts > 0:
+        from resps_jax.data.prompts import load_training_prompts
+
+        conversations = load_training_prompts("sharegpt", seed=42)[args.training_offset:]
+        prompts = [ids for ids in (encode_prompt(target.tokenizer, c[0]) for c in conversations[:4 * args.training_prompts])
+                   if len(ids) <= 256][: args.training_prompts]
+        source = f"{len(prompts)} ShareGPT training questions from #{args.training_offset}"
+    else:
+        questions = [q for name in BENCHMARKS for q in load_benchmark(name, limit=args.per_benchmark)]
+        prompts = [encode_prompt(target.tokenizer, q.turns[0]) for q in questions]
+        source = f"{len(prompts)} held-out prompts ({args.per_benchmark} per benchmark, first turn)"
     grid = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";")] if args.trees else GRID
     margin = max(tt for tt, _, _ in grid) + max(d for _, d, _ in grid) + 2
     limit = target.cfg.max_position_embeddings
@@ -135,17 +150,31 @@ def main() -> None:
         for name, run in hf_decoders(prompts, args.new_tokens, eos).items():
             rows.append(run_decoder(name, run, prompts, capacity_of, ar_outputs))
 
-    print(f"\nSmolLM2-135M-Instruct f32 + EAGLE-3 head ({args.draft}); {len(prompts)} held-out prompts "
-          f"({args.per_benchmark} per benchmark, first turn), {args.new_tokens} new tokens max, greedy, "
-          f"cache {args.cache}")
+    print(f"\nSmolLM2-135M-Instruct f32 + EAGLE-3 head ({args.draft}); {source}, "
+          f"{args.new_tokens} new tokens max, greedy, cache {args.cache}")
     print(f"{'decoder':<34}{'tok/s':>8}{'mean acc':>10}{'vs AR':>8}{'identical':>11}{'step cost':>11}{'2x needs':>10}")
     for row in rows:
         print(_fmt(row, rows[0]["tok_s"]))
     best = max(rows[1 : 1 + len(grid) * len(draft_weights)], key=lambda r: r["tok_s"])
     print(f"\nbest static tree: {best['decoder']} at {best['tok_s'] / rows[0]['tok_s']:.2f}x our AR")
+    print("cost-acceptance front (no cheaper tree emits as many tokens per step): "
+          + ", ".join(r["decoder"] for r in front(rows[1 : 1 + len(grid) * len(draft_weights)], rows[0]["tok_s"])))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def front(rows: list[dict], ar_tok_s: float) -> list[dict]:
+    """The trees no cheaper tree matches in tokens per step, cheapest first: the candidates
+    an action set keeps (a tree off the front is dominated whatever the context)."""
+    costed = sorted((r["mean_accepted"] * ar_tok_s / r["tok_s"], r["mean_accepted"], i) for i, r in enumerate(rows)
+                    if r["mean_accepted"] > 0)
+    kept, best = [], 0.0
+    for _, tokens, i in costed:
+        if tokens > best:
+            kept.append(rows[i])
+            best = tokens
+    return kept
 
 
 def _fmt(row: dict, ar_tok_s: float) -> str:
