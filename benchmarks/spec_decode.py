@@ -98,8 +98,9 @@ def main() -> None:
                              "fixed: one length for all, from the longest prompt")
     parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--matmul", choices=["kernel", "xla"], help="backend (default: the kernels on one CPU device)")
-    parser.add_argument("--draft-weights", choices=["float32", "bfloat16", "both"], default="float32",
-                        help="the head's packed weights (kernel backend): both runs every tree with each, side by side")
+    parser.add_argument("--draft-weights", choices=["float32", "bfloat16", "both"],
+                        help="the head's packed weights on the kernel backend (default bf16): both runs every "
+                             "tree with each, side by side")
     parser.add_argument("--training-prompts", type=int, default=0,
                         help="N > 0: time on N ShareGPT training questions (first turns of at most 256 tokens, "
                              "the seed-42 shuffle from --training-offset on) instead of the benchmark prompts, "
@@ -141,8 +142,9 @@ def main() -> None:
     draft_weights = ["float32", "bfloat16"] if args.draft_weights == "both" else [args.draft_weights]
     for tree in grid:
         for weights in draft_weights:
-            spec = SpeculativeEngine(engine, head, [tree], draft_weights=None if weights == "float32" else weights)
-            name = f"static {tree[0]}/{tree[1]}/{tree[2]}" + (" bf16 head" if weights == "bfloat16" else "")
+            spec = SpeculativeEngine(engine, head, [tree], draft_weights=weights)
+            name = f"static {tree[0]}/{tree[1]}/{tree[2]}" + {"bfloat16": " bf16 head", "float32": " f32 head"}.get(
+                weights, "")
             rows.append(run_decoder(name, lambda ids, s=spec: s.generate(ids, gen, eos), prompts, capacity_of,
                                     ar_outputs))
             print(_fmt(rows[-1], rows[0]["tok_s"]), flush=True)

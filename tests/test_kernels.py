@@ -173,7 +173,7 @@ def test_matmul_backend_choice():
 
 
 def test_a_bf16_draft_head_halves_its_bytes_and_output_stays_the_targets():
-    """draft_weights='bfloat16' packs the head's products in bf16 (half the bytes a drafting
+    """The kernel engine packs the head's products in bf16 (draft_weights='float32' keeps f32) (half the bytes a drafting
     pass reads); the target verifies every draft, so greedy output is still plain AR's."""
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
     from resps_jax.models.tiny import random_pair
@@ -181,10 +181,10 @@ def test_a_bf16_draft_head_halves_its_bytes_and_output_stays_the_targets():
     target, head = random_pair(CFG, seed=4, draft_vocab=64)
     engine = Engine(target)
     assert engine.matmul == "kernel"
-    spec = SpeculativeEngine(engine, head, [(8, 3, 2)], draft_weights="bfloat16")
+    spec = SpeculativeEngine(engine, head, [(8, 3, 2)])  # the kernel's default
     panels = lambda params: [leaf for leaf in jax.tree.leaves(params) if leaf.ndim == 3 and leaf.shape[-1] == 32]  # noqa: E731
     assert panels(spec.params_h) and all(leaf.dtype == jnp.bfloat16 for leaf in panels(spec.params_h))
-    f32 = SpeculativeEngine(engine, head, [(8, 3, 2)])
+    f32 = SpeculativeEngine(engine, head, [(8, 3, 2)], draft_weights="float32")
     assert all(leaf.dtype == jnp.float32 for leaf in panels(f32.params_h))
     prompt = list(range(5, 22))
     gen = GenerationConfig(max_new_tokens=40)
