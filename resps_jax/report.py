@@ -76,9 +76,11 @@ def wilcoxon_p(x: np.ndarray, y: np.ndarray) -> float | None:
 
 def method_order(methods: set[str]) -> list[str]:
     def key(m: str):
-        rank = {"ar": 0, "ar_again": 1, "best_static": 4, "resps": 5, "resps_argmax": 6}
+        rank = {"ar": 0, "ar_again": 1, "best_static": 4, "ema": 5, "ucb": 5, "resps": 6, "resps_argmax": 7}
         if m.startswith("resps@"):
-            return (7, (int(m.split("@")[1]),), m)
+            return (8, (int(m.split("@")[1]),), m)
+        if m.split("@")[0] in ("ema", "ucb"):  # the adaptive baselines just before the policy
+            return (5, (int(m.split("@")[1]),) if "@" in m else (), m)
         # trees by size (4,2,2 before 12,4,3), `ar` (no numbers) first among the static actions
         sizes = tuple(int(v) for v in m.split(":", 1)[-1].split(",") if v.isdigit())
         return (rank.get(m, 2 if m.startswith("static:") else 3), sizes, m)
