@@ -157,10 +157,11 @@ def main() -> None:
     print(f"{'decoder':<34}{'tok/s':>8}{'mean acc':>10}{'vs AR':>8}{'identical':>11}{'step cost':>11}{'2x needs':>10}")
     for row in rows:
         print(_fmt(row, rows[0]["tok_s"]))
-    best = max(rows[1 : 1 + len(grid) * len(draft_weights)], key=lambda r: r["tok_s"])
+    tree_rows = rows[1 : 1 + len(grid) * len(draft_weights)]
+    best = max(tree_rows, key=lambda r: r["tok_s"])
     print(f"\nbest static tree: {best['decoder']} at {best['tok_s'] / rows[0]['tok_s']:.2f}x our AR")
     print("cost-acceptance front (no cheaper tree emits as many tokens per step): "
-          + ", ".join(r["decoder"] for r in front(rows[1 : 1 + len(grid) * len(draft_weights)], rows[0]["tok_s"])))
+          + ", ".join(r["decoder"] for r in front(tree_rows, rows[0]["tok_s"])))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=2)

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from resps_jax.errors import UserError, run_cli
+from resps_jax.rl.adaptive import ADAPTIVE_METHODS
 
 BOOL_FLAGS = ("debug", "grid_search", "no_report", "profile")
-ADAPTIVE_METHODS = ("ema", "ucb")  # rl/adaptive.py's choosers (imported lazily with JAX)
 
 
 def parse_args(argv: list[str]) -> tuple[list[str], dict]:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 chooser, _ = load_policy(policy_path)
                 chooser.cfg = dataclasses.replace(chooser.cfg, greedy=True)
                 chooser.use_tokenizer(tok)
-            decoders[m] = (spec, chooser.decide, policy_interval(m) or int(ev.interval or meta["interval_eval"]))
+            decoders[m] = (spec, chooser.decide, policy_interval(m) or default_interval)
     margin = max([spec.tree_margin for spec, _, _ in decoders.values()], default=0)
     gen = GenerationConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0, tree_margin=margin,
                            truncate_prompt=bool(ev.get("truncate_prompt", False)))
@@ -261,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         spec, policy, interval = decoders[method]
         if policy is None:
             return spec.generate(ids, request, eos)
-        if hasattr(getattr(policy, "__self__", None), "reset"):  # an adaptive chooser starts each turn afresh
-            policy.__self__.reset()
         return spec.generate(ids, request, eos, policy=policy, interval=interval)
 
     warmed: set = set()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resps_jax.rl.adaptive import ADAPTIVE_METHODS
+
 EAGLE_BASELINE = "eagle3:60,5,10"
 
 
@@ -76,10 +78,10 @@ def wilcoxon_p(x: np.ndarray, y: np.ndarray) -> float | None:
 
 def method_order(methods: set[str]) -> list[str]:
     def key(m: str):
-        rank = {"ar": 0, "ar_again": 1, "best_static": 4, "ema": 5, "ucb": 5, "resps": 6, "resps_argmax": 7}
+        rank = {"ar": 0, "ar_again": 1, "best_static": 4, "resps": 6, "resps_argmax": 7}
         if m.startswith("resps@"):
             return (8, (int(m.split("@")[1]),), m)
-        if m.split("@")[0] in ("ema", "ucb"):  # the adaptive baselines just before the policy
+        if m.split("@")[0] in ADAPTIVE_METHODS:  # the adaptive baselines just before the policy
             return (5, (int(m.split("@")[1]),) if "@" in m else (), m)
         # trees by size (4,2,2 before 12,4,3), `ar` (no numbers) first among the static actions
         sizes = tuple(int(v) for v in m.split(":", 1)[-1].split(",") if v.isdigit())

@@ -101,3 +101,7 @@ def test_engine_reports_each_interval_to_a_chooser_and_stays_lossless():
     assert seen == result.intervals
     assert len({i for i, *_ in seen}) == 3  # with these rewards UCB tries every arm
     assert np.sum(chooser.pulls) == 3 + len(seen)
+    seen.clear()  # the next turn starts afresh: the engine resets the chooser when a turn begins
+    again = spec.generate(prompt, gen, eos_ids=(), policy=chooser.decide, interval=3)
+    assert again.token_ids == result.token_ids and again.intervals[0][0] == result.intervals[0][0]
+    assert np.sum(chooser.pulls) == 3 + len(seen)

@@ -406,6 +406,8 @@ class SpeculativeEngine:
         owner = getattr(policy, "__self__", policy)
         wants_context = getattr(owner, "wants_context", False)  # Agent.decide
         observe = getattr(owner, "observe", None)  # an adaptive chooser's feedback (rl/adaptive.py)
+        if policy is not None and hasattr(owner, "reset"):  # an adaptive chooser starts each turn afresh
+            owner.reset()
         max_new = np.int32(gen.max_new_tokens)
         count, steps = int(to_host(state.count)), 0
         while not bool(to_host(state.done)) and count < gen.max_new_tokens:

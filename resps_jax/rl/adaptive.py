@@ -14,8 +14,9 @@ and interval machinery as Re-SpS, so `evaluate` compares them on one engine:
   turn trying arms).
 
 Both read only what the engine reports after each interval (`observe`), never the target's
-features, and start afresh every turn (`reset`). The calibration (step cost and tokens per
-step of every action) comes from `rl.env.measure_step_costs` on a training prompt.
+features, and start afresh every turn (the engine calls `reset` when a turn begins). The
+calibration (step cost and tokens per step of every action) comes from
+`rl.env.measure_step_costs` on a training prompt.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from resps_jax.decoding.tree import AR_ACTION
 from resps_jax.errors import UserError
 
+# The methods `evaluate` runs and `report` orders; this module imports no JAX at load, so
+# both can name them before JAX starts.
 ADAPTIVE_METHODS = ("ema", "ucb")
 
 
@@ -42,6 +44,12 @@ class Calibration:
     def __post_init__(self):
         if len(self.relative_cost) != len(self.tokens_per_step) or not self.relative_cost:
             raise UserError("adaptive calibration: one step cost and one tokens-per-step value per action")
+
+    def check(self, actions: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """`actions` as a list, refused when this calibration measured another number of them."""
+        if len(actions) != len(self.relative_cost):
+            raise UserError(f"adaptive calibration has {len(self.relative_cost)} actions, the set {len(actions)}")
+        return list(actions)
 
     @property
     def speeds(self) -> np.ndarray:
@@ -63,14 +71,14 @@ class EmaChooser:
 
     def __init__(self, actions: Sequence[tuple[int, int, int]], calibration: Calibration, decay: float = 0.5,
                  margin: float = 0.05):
-        if len(actions) != len(calibration.relative_cost):
-            raise UserError(f"adaptive calibration has {len(calibration.relative_cost)} actions, the set {len(actions)}")
         if not 0.0 < decay <= 1.0:
             raise UserError(f"ema decay {decay}: expected 0 < decay <= 1")
-        self.actions = list(actions)
+        self.actions = calibration.check(actions)
         self.calibration = calibration
         self.decay = decay
         self.margin = margin
+        from resps_jax.decoding.tree import AR_ACTION
+
         self.most_tokens = np.asarray([1 if a == AR_ACTION else a[1] + 1 for a in self.actions], np.float64)  # [A]
         self.reset()
 
@@ -92,7 +100,7 @@ class EmaChooser:
         if steps <= 0:
             return
         expected = self.calibration.tokens_per_step[index] - 1.0
-        if self.actions[index] == AR_ACTION or expected <= 1e-6:
+        if self.most_tokens[index] == 1 or expected <= 1e-6:  # `ar`: one token a step
             sample = 1.0  # nothing drafted: drift back to the calibrated prior
         else:
             sample = max(tokens / steps - 1.0, 0.0) / expected
@@ -113,9 +121,7 @@ class UcbChooser:
     """
 
     def __init__(self, actions: Sequence[tuple[int, int, int]], calibration: Calibration, exploration: float = 0.5):
-        if len(actions) != len(calibration.relative_cost):
-            raise UserError(f"adaptive calibration has {len(calibration.relative_cost)} actions, the set {len(actions)}")
-        self.actions = list(actions)
+        self.actions = calibration.check(actions)
         self.calibration = calibration
         self.exploration = exploration
         self.reset()
