@@ -31,10 +31,10 @@ $(STAMP): $(RUNTIME_STAMP)
 # a short Re-SpS policy training (PPO, online, resumable) that continues the policy shipped in
 # resps_jax/policies/ on new questions with this machine's step costs, an evaluation of AR, a
 # static tree, EAGLE-3's tree and the policy on one question per benchmark, and the report.
-# DEMO_QUESTIONS counts from the first ShareGPT question: the shipped policy (v2) saw 822.
+# DEMO_QUESTIONS counts from the first ShareGPT question: the shipped policy (v5) saw 1000.
 RESPS_JAX_CACHE ?= $(HOME)/.cache/resps_jax
 DEMO_RUN ?= $(RESPS_JAX_CACHE)/runs/smollm2-demo
-DEMO_QUESTIONS ?= 862
+DEMO_QUESTIONS ?= 1040
 DEMO_PROMPT := Explain in three sentences why the sky is blue.
 
 demo: $(RUNTIME_STAMP)
@@ -44,7 +44,7 @@ demo: $(RUNTIME_STAMP)
 	$(PY) -m resps_jax.train --config smollm2 --config.workdir=$(DEMO_RUN) --config.rl.init_from=smollm2 \
 		--config.rl.reward=modeled --config.rl.questions=$(DEMO_QUESTIONS) --resume
 	$(PY) -m resps_jax.evaluate --config smollm2 --config.workdir=$(DEMO_RUN) --config.rl.reward=modeled --questions 1 \
-		--methods "ar;static:4,2,2;eagle3:60,5,10;resps;resps_argmax"
+		--methods "ar;static:3,1,2;eagle3:60,5,10;resps;resps_argmax"
 
 # A SmolLM2 head of your own (train_draft's default run, ~3 h here; resumes when interrupted),
 # loaded with --draft smollm2-trained.

@@ -96,11 +96,12 @@ def test_plan_bad_inputs_are_clear_errors():
 
 
 def test_config_action_sets():
+    from resps_jax.decoding.tree import AR_ACTION
     from resps_jax.rl.actions import config_actions, paper_actions, parse_actions
 
     assert config_actions(load(f"{CONFIGS}/llama8b.py").actions) == paper_actions()
     cpu = config_actions(load(f"{CONFIGS}/smollm2.py").actions)
-    assert (4, 2, 2) in cpu and max(tt for tt, _, _ in cpu) <= 16
+    assert (3, 1, 2) in cpu and AR_ACTION in cpu and max(tt for tt, _, _ in cpu) <= 16
     assert parse_actions("8,3,2; 4,2,2") == [(8, 3, 2), (4, 2, 2)]
     with pytest.raises(UserError, match="three integers"):
         parse_actions("8,3")

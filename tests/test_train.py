@@ -256,7 +256,7 @@ def test_a_shipped_policy_loads_by_name_and_is_never_rewritten(trained, tmp_path
     assert sorted(p.stat().st_mtime_ns for p in folder.rglob("*")) == before
 
 
-@pytest.mark.parametrize("version", ["smollm2-v1", "smollm2-v3", "smollm2-v4"])
+@pytest.mark.parametrize("version", ["smollm2-v1", "smollm2-v2", "smollm2-v3", "smollm2-v4"])
 def test_a_policy_version_that_left_the_package_says_which_commit_keeps_it(version, tmp_path, monkeypatch):
     from resps_jax.errors import UserError
     from resps_jax.policies import POLICIES_DIR, REMOVED_POLICIES

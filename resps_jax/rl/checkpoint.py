@@ -74,7 +74,7 @@ def restore_into(mngr: ocp.CheckpointManager, step: int, agent: Agent, meta: dic
 
 def locate(path: str) -> tuple[Path, int | None]:
     """A checkpoints folder (latest step), one step folder inside it, or the name of a policy
-    shipped in resps_jax/policies/ (`smollm2`, or an exact version: `smollm2-v2`) -> (folder, step).
+    shipped in resps_jax/policies/ (`smollm2`, or an exact version: `smollm2-v5`) -> (folder, step).
     A local folder of that name wins."""
     from resps_jax.policies import SHIPPED_POLICIES, refuse_removed_policy, shipped_policy_folder
 
