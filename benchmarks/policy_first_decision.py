@@ -1,8 +1,8 @@
 """What a policy chooses at a turn's first decision (the prompt's end) against later ones.
 
-Decodes 30 training questions the policy never saw (ShareGPT 900-929 by default, past v2's
-822; `--first 1000` for a policy trained further; first turns, 64 tokens, `ar` throughout so
-the text is AR's) with a decision every 10 steps, keeps the target features each decision
+Decodes 30 training questions the policy never saw (by default the 30 after the last one it
+trained on, from its checkpoint's position; first turns, 64 tokens, `ar` throughout so the
+text is AR's) with a decision every 10 steps, keeps the target features each decision
 saw, and prints the policy's mean action probabilities at decisions 0, 1 and 2, how often
 its argmax is `ar`, its critic's value there, and how large the normalised state gets (a
 saturated input would explain a collapsed choice; it does not here). A value below every
@@ -10,7 +10,7 @@ action's mean reward at a state makes every sampled action's advantage positive 
 the action sampled most gains most: a baseline that low lets policy gradient commit to a
 worse action (Chung et al., ICML 2021).
 
-    python benchmarks/policy_first_decision.py [--policy smollm2] [--first 900]
+    python benchmarks/policy_first_decision.py [--policy smollm2] [--first N]
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ N_QUESTIONS = 30
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="smollm2", help="a shipped policy name or a checkpoints folder")
-    parser.add_argument("--first", type=int, default=900,
-                        help=f"the first of the {N_QUESTIONS} ShareGPT questions (past the policy's training)")
+    parser.add_argument("--first", type=int, default=None,
+                        help=f"the first of the {N_QUESTIONS} ShareGPT questions (default: the policy's position, "
+                        "the first question it did not train on)")
     args = parser.parse_args()
     from resps_jax.config_cli import parse_config_args, resolve_config_argv
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
@@ -38,14 +39,15 @@ def main() -> None:
     from resps_jax.train import load_pair, training_questions
 
     setup_runtime()
-    last = args.first + N_QUESTIONS
+    agent, meta = load_policy(args.policy)
+    first = int(meta.get("position", 0)) if args.first is None else args.first
+    if int(meta.get("position", 0)) > first:
+        print(f"note: the policy trained on questions up to {meta['position']}, past --first {first}")
+    last = first + N_QUESTIONS
     config, _ = parse_config_args(resolve_config_argv(["--config", "smollm2", f"--config.rl.questions={last}"]))
     target, head = load_pair(config, np.float32)
-    agent, meta = load_policy(args.policy)
-    if int(meta.get("position", 0)) > args.first:
-        print(f"note: the policy trained on questions up to {meta['position']}, past --first {args.first}")
     spec = SpeculativeEngine(Engine(target.model), head, config_actions(config.actions))
-    questions = training_questions(config, target.tokenizer)[args.first:last]
+    questions = training_questions(config, target.tokenizer)[first:last]
     new_tokens = 64
     cache_len = plan_cache_length(config.rl.max_prompt_tokens, new_tokens, spec.tree_margin,
                                   target.cfg.max_position_embeddings)  # one length, as training plans it

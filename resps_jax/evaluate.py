@@ -9,10 +9,11 @@ our AR (timed twice, `ar` and `ar_again`, so the run-to-run spread is measured i
 run), each static action of the config's set (`static:ar` is the `ar`-only policy), the
 EAGLE-3 baselines (`config.baselines`: 60/5/10 as the paper compared against, 60/7/10),
 the best static action of a grid search on training prompts (`--grid-search` makes and
-saves that pick, then exits: run it once before the evaluation; benchmark prompts never choose it), two training-free adaptive baselines
-over the config's action set (`ema`: SGLang-style running mean of acceptance; `ucb`:
-BanditSpec-style UCB1; rl/adaptive.py, calibrated once on a training prompt into
-report/calibration.json), and the Re-SpS policy. Methods run
+saves that pick, then exits: run it once before the evaluation; benchmark prompts never
+choose it), two training-free adaptive baselines over the config's action set (`ema`:
+SGLang-style running mean of acceptance; `ucb`: BanditSpec-style UCB1; rl/adaptive.py,
+calibrated once on a training prompt into report/calibration.json), and the Re-SpS policy.
+Methods run
 interleaved per question, their order rotating, so drift on a shared machine hits all
 alike. One record per question x turn x method goes to <workdir>/report/results.jsonl;
 an interrupted run resumes and skips finished records. `python -m resps_jax.report`
