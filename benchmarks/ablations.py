@@ -3,12 +3,13 @@
 Every run is the base config or the base config with one ablation switch
 (`--config smollm2:NAME`, see `ABLATIONS` in `resps_jax/config_base.py`), trained from
 nothing for the same number of questions on the same ShareGPT order and seed, then
-evaluated on the same held-out benchmark questions with AR timed beside it. Runs go one
+evaluated on the same held-out benchmark questions with AR timed beside it; every run's
+modeled reward uses the first run's step costs (`rl.costs_from`). Runs go one
 after the other (nothing else should run: the evaluation times decoding) and resume: a
 finished training or evaluation is skipped, a stopped one continues (`--resume`, the
 evaluation's own record skipping). Ends by printing `report --ablations` over all runs.
 
-    python benchmarks/ablations.py [--runs base,state_mean,state_text,maxent,net64]
+    python benchmarks/ablations.py [--runs base,state_mean,state_text,maxent,net64,gae]
         [--questions 120] [--eval-questions 2] [--workdir DIR] [--config smollm2]
         [-- extra --config.rl.x=y overrides, given to every training]
 """
@@ -44,7 +45,7 @@ def run(cmd: list[str], log: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="base,state_mean,state_text,maxent,net64",
+    parser.add_argument("--runs", default="base,state_mean,state_text,maxent,net64,gae",
                         help="comma-separated: base (the config as it is) and ablation names")
     parser.add_argument("--questions", type=int, default=120, help="training questions per run")
     parser.add_argument("--eval-questions", type=int, default=2, help="benchmark questions per set")
@@ -60,9 +61,12 @@ def main() -> int:
         workdir = root / name
         config = args.config if name == "base" else f"{args.config}:{name}"
         workdir.mkdir(parents=True, exist_ok=True)
+        # one calibration for all: every run after the first takes the first run's step costs
+        # (rl.costs_from), so the start-up timing's noise is no difference between runs
+        shared = [f"--config.rl.costs_from={root / names[0]}"] if name != names[0] else []
         if trained_questions(workdir) < args.questions:
             run([sys.executable, "-m", "resps_jax.train", "--config", config, f"--config.workdir={workdir}",
-                 f"--config.rl.questions={args.questions}", "--resume", *extra], workdir / "train.out")
+                 f"--config.rl.questions={args.questions}", "--resume", *shared, *extra], workdir / "train.out")
         run([sys.executable, "-m", "resps_jax.evaluate", "--config", config, f"--config.workdir={workdir}",
              "--questions", str(args.eval_questions), "--methods", args.methods, *extra_eval(extra)],
             workdir / "evaluate.out")

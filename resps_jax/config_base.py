@@ -128,6 +128,11 @@ def rl_config(prompts: str, questions: int, max_new_tokens: int, max_prompt_toke
     # folder, "smollm2" (the shipped policy) or a shipped version. It goes on from that
     # policy's data position; rl.questions still counts from the first question.
     rl.init_from = ""
+    # The modeled reward's step costs taken from another run (its workdir or checkpoints folder)
+    # instead of timed at this run's start: runs meant to be compared (the ablations) then share
+    # one calibration, so a start-up timing's noise (up to 20% between runs) is not a difference
+    # between them. Empty: measure.
+    rl.costs_from = ""
     return rl
 
 

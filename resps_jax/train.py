@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                                   target.cfg.max_position_embeddings)
     gen = GenerationConfig(max_new_tokens=rl.max_new_tokens, temperature=0.0, cache_len=cache_len)
     warmed: set[int] = set()
+    if costs is None and rl.costs_from:  # another run's calibration, shared (rl.costs_from)
+        costs = shared_costs(rl.costs_from, actions)
     if costs is None:  # once per run: plain AR speed and each action's step cost (and every compile)
         costs = measure_step_costs(spec, questions[0], cache_len=cache_len)
     spec.warm_up(questions[0], gen, eos)  # every action compiled before any timed interval (also on resume)
@@ -260,6 +262,34 @@ def continue_from(source: str, agent, actions, agent_cfg, questions: int) -> int
     if is_writer():
         print(f"continuing {source} (update {agent.updates}, question {position})", flush=True)
     return position
+
+
+def shared_costs(source: str, actions):
+    """The step costs another run measured (its latest checkpoint's metadata), for this run's
+    modeled reward; the two runs must have the same action set, or the costs mean nothing."""
+    from resps_jax.decoding.tree import format_action
+    from resps_jax.distributed import is_writer
+    from resps_jax.rl import checkpoint as ckpt
+    from resps_jax.rl.env import StepCosts
+
+    folder, step = ckpt.locate(source)
+    source_mngr = ckpt.manager(folder)
+    try:
+        step = source_mngr.latest_step() if step is None else step
+        if step is None:
+            raise UserError(f"rl.costs_from={source}: no policy checkpoint in {folder}")
+        meta = ckpt.read_meta(source_mngr, step, folder)
+    finally:
+        source_mngr.close()
+    names = [format_action(a) for a in actions]
+    if meta["actions"] != names or "costs" not in meta:
+        raise UserError(f"rl.costs_from={source}: its actions {';'.join(meta['actions'])} are not this run's "
+                        f"{';'.join(names)}")
+    found = meta["costs"]
+    if is_writer():
+        print(f"step costs from {folder} (checkpoint {step}): "
+              + ", ".join(f"{n} {c:.2f}" for n, c in zip(names, found["relative"])), flush=True)
+    return StepCosts(found["ar_seconds"], tuple(found["relative"]), tuple(found.get("tokens_per_step", ())))
 
 
 def vars_of(cfg) -> dict:

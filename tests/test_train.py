@@ -184,6 +184,31 @@ def test_init_from_continues_another_policy_on_the_next_questions(trained, tmp_p
                          "--config.rl.questions=32", "--config.rl.hidden=8,8"), "network")
 
 
+def latest_costs(checkpoints: Path) -> dict:
+    from resps_jax.rl import checkpoint as ckpt
+
+    mngr = ckpt.manager(checkpoints)
+    try:
+        return ckpt.read_meta(mngr, mngr.latest_step(), checkpoints)["costs"]
+    finally:
+        mngr.close()
+
+
+def test_costs_from_trains_on_another_runs_step_costs(trained, tmp_path):
+    cache, _ = trained
+    source = cache / "runs" / "tiny"
+    workdir = tmp_path / "shared"
+    result = train(cache, f"--config.workdir={workdir}", f"--config.rl.costs_from={source}", "--config.rl.questions=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step costs from" in result.stdout
+    # the new run's modeled reward used the source's timing, not one of its own
+    assert latest_costs(workdir / "checkpoints") == latest_costs(source / "checkpoints")
+    # another action set: its costs would be read against the wrong actions, so one line, before any work
+    one_error_line(train(cache, f"--config.workdir={tmp_path / 'other'}", f"--config.rl.costs_from={source}",
+                         "--config.actions.list=ar;3,1,1"), "are not this run's")
+    assert not (tmp_path / "other" / "checkpoints").exists() or not any((tmp_path / "other" / "checkpoints").iterdir())
+
+
 def evaluate(cache: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "resps_jax.evaluate", "--config", "tiny", *args],
                           capture_output=True, text=True, env=env_for(cache), cwd=cache, timeout=600)
