@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             record = {"type": "turn", "question": position - 1, "tokens": result.new_tokens,
                       "seconds": round(result.seconds, 4), "steps": result.steps,
                       "actions": [names[i] for i, *_ in result.intervals],
-                      "rewards": [round(r, 4) for r in turn.rewards], "values": values}
+                      "rewards": [round(r, 4) for r in turn.rewards], "values": values,
+                      # what each reward was made from: either reward mode can be recomputed from them
+                      "interval_tokens": [tokens for _, tokens, _, _ in result.intervals],
+                      "interval_steps": [steps for _, _, steps, _ in result.intervals],
+                      "interval_seconds": [round(seconds, 5) for *_, seconds in result.intervals]}
             if log:
                 log.write(json.dumps(record) + "\n")
                 writer.add_scalar("turn/tokens_per_second", result.tokens_per_second, position)

@@ -60,7 +60,11 @@ def test_trains_end_to_end_and_compiles_each_piece_once(trained):
     updates = [r for r in records if r["type"] == "update"]
     assert [r["question"] for r in turns] == list(range(24))
     assert len(updates) == summary["updates"] and all("entropy" in u and "approx_kl" in u for u in updates)
-    assert all(len(r["actions"]) == len(r["rewards"]) == len(r["values"]) > 0 for r in turns)
+    assert all(len(r["actions"]) == len(r["rewards"]) == len(r["values"]) == len(r["interval_steps"]) > 0
+               for r in turns)
+    # each interval's parts, from which either reward mode is recomputed (probes/reward_agreement.py)
+    assert all(sum(r["interval_tokens"]) == r["tokens"] and sum(r["interval_steps"]) == r["steps"] for r in turns)
+    assert all(abs(sum(r["interval_seconds"]) - r["seconds"]) < 0.1 * r["seconds"] + 0.01 for r in turns)
     assert all(u["lr_scale"] == 1.0 for u in updates)  # rl.anneal_lr is off in configs/tiny.py
     assert any(f.name.startswith("events.out.tfevents") for f in (workdir / "tb").iterdir())
     assert checkpoint_steps(workdir)[-1] == 24
