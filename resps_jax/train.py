@@ -248,17 +248,9 @@ def continue_from(source: str, agent, actions, agent_cfg, questions: int) -> int
     from resps_jax.distributed import is_writer
     from resps_jax.rl import checkpoint as ckpt
 
-    folder, step = ckpt.locate(source)
-    source_mngr = ckpt.manager(folder)
-    try:
-        step = source_mngr.latest_step() if step is None else step
-        if step is None:
-            raise UserError(f"rl.init_from={source}: no policy checkpoint in {folder}")
-        meta = ckpt.read_meta(source_mngr, step, folder)
+    with ckpt.opened(source, f"rl.init_from={source}") as (source_mngr, step, meta, folder):
         ckpt.check_compatible(meta, actions, agent_cfg.obs_dim, agent_cfg.hidden, folder)
         ckpt.restore_into(source_mngr, step, agent, meta, folder)
-    finally:
-        source_mngr.close()
     position = int(meta["position"])
     if position >= questions:
         raise UserError(f"rl.init_from={source} has already trained on {position} questions; rl.questions="
@@ -276,20 +268,12 @@ def shared_costs(source: str, actions):
     from resps_jax.rl import checkpoint as ckpt
     from resps_jax.rl.env import StepCosts
 
-    folder, step = ckpt.locate(source)
-    source_mngr = ckpt.manager(folder)
-    try:
-        step = source_mngr.latest_step() if step is None else step
-        if step is None:
-            raise UserError(f"rl.costs_from={source}: no policy checkpoint in {folder}")
-        meta = ckpt.read_meta(source_mngr, step, folder)
-    finally:
-        source_mngr.close()
+    with ckpt.opened(source, f"rl.costs_from={source}") as (_, step, meta, folder):
+        found = meta.get("costs")
     names = [format_action(a) for a in actions]
-    if meta["actions"] != names or "costs" not in meta:
+    if meta["actions"] != names or found is None:
         raise UserError(f"rl.costs_from={source}: its actions {';'.join(meta['actions'])} are not this run's "
                         f"{';'.join(names)}")
-    found = meta["costs"]
     if is_writer():
         print(f"step costs from {folder} (checkpoint {step}): "
               + ", ".join(f"{n} {c:.2f}" for n, c in zip(names, found["relative"])), flush=True)

@@ -36,12 +36,8 @@ def turns_of(workdir: Path) -> list[dict]:
 def run_meta(workdir: Path) -> dict:
     from resps_jax.rl import checkpoint as ckpt
 
-    folder = workdir / "checkpoints"
-    mngr = ckpt.manager(folder)
-    try:
-        return ckpt.read_meta(mngr, mngr.latest_step(), folder)
-    finally:
-        mngr.close()
+    with ckpt.opened(str(workdir)) as (_, _, meta, _):
+        return meta
 
 
 def both_rewards(turns: list[dict], meta: dict) -> list[tuple[str, float, float]]:

@@ -10,6 +10,8 @@ failed restore, so a bad checkpoint never costs the ones beside it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -95,24 +97,34 @@ def locate(path: str) -> tuple[Path, int | None]:
     return folder, None
 
 
-def load_policy(path: str) -> tuple[Agent, dict]:
-    """An inference-mode Agent from a checkpoint (see `locate`), and its metadata."""
+@contextlib.contextmanager
+def opened(path: str, named_by: str | None = None) -> Iterator[tuple[ocp.CheckpointManager, int, dict, Path]]:
+    """The checkpoint `path` names (see `locate`) at its given or latest step, open for reading:
+    yields (manager, step, metadata, folder) and closes the manager after. `named_by` is what
+    named it (a config option such as `rl.init_from=...`), for the error when it holds none."""
     folder, step = locate(path)
     mngr = manager(folder)
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise UserError(f"{folder}: no policy checkpoint in this folder")
-    meta = read_meta(mngr, step, folder)
-    actions = parse_actions(";".join(meta["actions"]))
-    cfg = AgentConfig(
-        obs_dim=int(meta["obs_dim"]), num_actions=len(actions), hidden=tuple(meta["hidden"]), state=meta["state"],
-        normalize=bool(meta["normalize"]), temperature=float(meta["temperature"]), greedy=bool(meta["greedy"]),
-        ppo=PPOConfig(**meta["ppo"]),
-    )
-    agent = Agent(cfg)
-    restore_into(mngr, step, agent, meta, folder)
+    try:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise UserError(f"{named_by or folder}: no policy checkpoint in {folder}")
+        yield mngr, step, read_meta(mngr, step, folder), folder
+    finally:
+        mngr.close()
+
+
+def load_policy(path: str) -> tuple[Agent, dict]:
+    """An inference-mode Agent from a checkpoint (see `locate`), and its metadata."""
+    with opened(path) as (mngr, step, meta, folder):
+        actions = parse_actions(";".join(meta["actions"]))
+        cfg = AgentConfig(
+            obs_dim=int(meta["obs_dim"]), num_actions=len(actions), hidden=tuple(meta["hidden"]),
+            state=meta["state"], normalize=bool(meta["normalize"]), temperature=float(meta["temperature"]),
+            greedy=bool(meta["greedy"]), ppo=PPOConfig(**meta["ppo"]),
+        )
+        agent = Agent(cfg)
+        restore_into(mngr, step, agent, meta, folder)
     agent.training = False
-    mngr.close()
     return agent, meta
 
 
