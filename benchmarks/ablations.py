@@ -4,13 +4,15 @@ Every run is the base config or the base config with one ablation switch
 (`--config smollm2:NAME`, see `ABLATIONS` in `resps_jax/config_base.py`), trained from
 nothing for the same number of questions on the same ShareGPT order and seed, then
 evaluated on the same held-out benchmark questions with AR timed beside it; every run's
-modeled reward uses the first run's step costs (`rl.costs_from`). Runs go one
+modeled reward uses one table of step costs (`rl.costs_from`): the first run's start-up
+calibration, or `--costs-from` (a run or a shipped policy such as `smollm2`, whose costs
+were measured on the machine that trained it) for every run. Runs go one
 after the other (nothing else should run: the evaluation times decoding) and resume: a
 finished training or evaluation is skipped, a stopped one continues (`--resume`, the
 evaluation's own record skipping). Ends by printing `report --ablations` over all runs.
 
     python benchmarks/ablations.py [--runs base,state_mean,state_text,maxent,net64,gae]
-        [--questions 120] [--eval-questions 2] [--workdir DIR] [--config smollm2]
+        [--questions 120] [--eval-questions 2] [--workdir DIR] [--config smollm2] [--costs-from RUN]
         [-- extra --config.rl.x=y overrides, given to every training]
 """
 
@@ -52,6 +54,8 @@ def main() -> int:
     parser.add_argument("--methods", default="ar;resps;resps_argmax")
     parser.add_argument("--config", default="smollm2")
     parser.add_argument("--workdir", default=str(cache_root() / "runs" / "ablations"))
+    parser.add_argument("--costs-from", default=None,
+                        help="every run's step costs from this run or shipped policy (default: the first run's own)")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     root = Path(args.workdir).expanduser()
@@ -61,9 +65,10 @@ def main() -> int:
         workdir = root / name
         config = args.config if name == "base" else f"{args.config}:{name}"
         workdir.mkdir(parents=True, exist_ok=True)
-        # one calibration for all: every run after the first takes the first run's step costs
-        # (rl.costs_from), so the start-up timing's noise is no difference between runs
-        shared = [f"--config.rl.costs_from={root / names[0]}"] if name != names[0] else []
+        # one calibration for all (rl.costs_from), so the start-up timing's noise is no difference
+        # between runs: --costs-from's, or the first run's own
+        source = args.costs_from or (str(root / names[0]) if name != names[0] else None)
+        shared = [f"--config.rl.costs_from={source}"] if source else []
         if trained_questions(workdir) < args.questions:
             run([sys.executable, "-m", "resps_jax.train", "--config", config, f"--config.workdir={workdir}",
                  f"--config.rl.questions={args.questions}", "--resume", *shared, *extra], workdir / "train.out")
