@@ -376,16 +376,21 @@ def step_profile(report_dir: Path) -> list[str]:
 
 
 def training_summary(log_path: Path, window: int = 50) -> dict:
-    """Questions trained, and the mean reward and `ar` share over the last `window` questions
-    of a run's train_log.jsonl (what the policy had reached when it was evaluated)."""
+    """Questions trained, and over the last `window` questions of a run's train_log.jsonl (what
+    the policy had reached when it was evaluated): the mean reward, the `ar` share, and the
+    turn's first decision's most-sampled action with its share (where earlier policies
+    collapsed, or settled)."""
     turns = [r for r in load_records(log_path) if r.get("type") == "turn"] if log_path.is_file() else []
     if not turns:
-        return {"questions": 0, "reward": None, "ar_share": None}
+        return {"questions": 0, "reward": None, "ar_share": None, "first": None}
     last = [r for r in turns if r["question"] > turns[-1]["question"] - window]
     rewards = [x for r in last for x in r["rewards"]]
     actions = [a for r in last for a in r["actions"]]
+    firsts = Counter(r["actions"][0] for r in last if r["actions"])
+    top = firsts.most_common(1)
     return {"questions": turns[-1]["question"] + 1, "reward": float(np.mean(rewards)) if rewards else None,
-            "ar_share": actions.count("ar") / len(actions) if actions else None}
+            "ar_share": actions.count("ar") / len(actions) if actions else None,
+            "first": (top[0][0], top[0][1] / sum(firsts.values())) if top else None}
 
 
 def decision_windows(turns: list[dict], window: int = 50) -> list[dict]:
@@ -419,7 +424,8 @@ def decision_windows(turns: list[dict], window: int = 50) -> list[dict]:
 def ablation_table(runs: list[Path]) -> list[str]:
     """The ablation table: one row per run folder (a config or `config:ABLATION` workdir, each
     trained and evaluated on its own), Re-SpS's speed over the AR timed beside it in the same
-    evaluation, per benchmark and mean, sampled and argmax, with where its training ended."""
+    evaluation, per benchmark and mean, sampled and argmax, with where its training ended
+    (over its last 50 questions: reward, `ar` share, the first decision's favourite)."""
     rows, benches = [], []
     for run in runs:
         run = Path(run)
@@ -429,13 +435,14 @@ def ablation_table(runs: list[Path]) -> list[str]:
         table = speeds(load_records(results))
         benches += [b for b in table if b != "mean" and b not in benches]
         rows.append((run.name, table, training_summary(run / "train_log.jsonl")))
-    head = ["run", "questions trained", "final reward", "ar share"]
+    head = ["run", "questions trained", "final reward", "ar share", "first decision"]
     lines = ["| " + " | ".join(head) + " | method | " + " | ".join([*benches, "mean"]) + " |",
              "|---" * (len(head) + len(benches) + 2) + "|"]
     for name, table, summary in rows:
         trained = [name, str(summary["questions"]),
                    "-" if summary["reward"] is None else f"{summary['reward']:.3f}",
-                   "-" if summary["ar_share"] is None else f"{100 * summary['ar_share']:.0f}%"]
+                   "-" if summary["ar_share"] is None else f"{100 * summary['ar_share']:.0f}%",
+                   "-" if summary["first"] is None else f"{summary['first'][0]} {100 * summary['first'][1]:.0f}%"]
         for method in ("resps", "resps_argmax"):
             cells = [f"{table[b][method] / table[b]['ar']:.2f}x"
                      if method in table.get(b, {}) and table[b].get("ar") else "-" for b in [*benches, "mean"]]

@@ -116,16 +116,17 @@ def test_ablation_table_sets_each_runs_policy_against_its_own_ar(tmp_path):
 
     _write_run(tmp_path / "smollm2", {"ar": (20.0, 10.0), "resps": (22.0, 9.0), "resps_argmax": (24.0, 10.0)},
                rewards=[0.5] * 60 + [1.0] * 50)
-    _write_run(tmp_path / "smollm2-state_mean", {"ar": (10.0, 5.0), "resps": (5.0, 5.0)}, rewards=[0.8, 0.6])
+    _write_run(tmp_path / "smollm2-state_mean", {"ar": (10.0, 5.0), "resps": (5.0, 5.0)}, rewards=[0.8, 0.6, 0.7])
     lines = ablation_table([tmp_path / "smollm2", tmp_path / "smollm2-state_mean"])
-    assert lines[0].split("|")[5:9] == [" method ", " gsm8k ", " sum ", " mean "]
+    assert lines[0].split("|")[6:10] == [" method ", " gsm8k ", " sum ", " mean "]
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
-    # 110 questions, the last 50 all at reward 1.0, half of them `ar`; gsm8k 22/20, sum 9/10,
+    # 110 questions, the last 50 all at reward 1.0, half of them `ar` (each turn's only decision,
+    # so its first: 4,2,2 from question 60 on, counted first on the tie); gsm8k 22/20, sum 9/10,
     # mean = mean tok/s over benchmarks (15.5) / AR's (15.0)
-    assert cells[0] == ["smollm2", "110", "1.000", "50%", "resps", "1.10x", "0.90x", "1.03x"]
-    assert cells[1] == ["", "", "", "", "resps_argmax", "1.20x", "1.00x", "1.13x"]
-    assert cells[2] == ["smollm2-state_mean", "2", "0.700", "50%", "resps", "0.50x", "1.00x", "0.67x"]
-    assert cells[3][4:] == ["resps_argmax", "-", "-", "-"]
+    assert cells[0] == ["smollm2", "110", "1.000", "50%", "4,2,2 50%", "resps", "1.10x", "0.90x", "1.03x"]
+    assert cells[1] == ["", "", "", "", "", "resps_argmax", "1.20x", "1.00x", "1.13x"]
+    assert cells[2] == ["smollm2-state_mean", "3", "0.700", "33%", "4,2,2 67%", "resps", "0.50x", "1.00x", "0.67x"]
+    assert cells[3][5:] == ["resps_argmax", "-", "-", "-"]
     with pytest.raises(Exception, match="no report/results.jsonl"):
         main(["--ablations", str(tmp_path)])
 
