@@ -107,7 +107,8 @@ def opened(path: str, named_by: str | None = None) -> Iterator[tuple[ocp.Checkpo
     try:
         step = mngr.latest_step() if step is None else step
         if step is None:
-            raise UserError(f"{named_by or folder}: no policy checkpoint in {folder}")
+            raise UserError(f"{named_by}: no policy checkpoint in {folder}" if named_by
+                            else f"{folder}: no policy checkpoint in this folder")
         yield mngr, step, read_meta(mngr, step, folder), folder
     finally:
         mngr.close()
