@@ -1,7 +1,7 @@
 """python -m resps_jax.generate: decode prompts with a Llama target (AR or a static draft tree).
 
 Contract (DESIGN.md): --model M [--draft D] [--policy P] --mode {ar,static,resps}
-[--tree TT,d,k] [--temperature T] [--seed S] [--max-new-tokens N]
+[--tree TT,d,k | ngram:L | TT,d,k+ngram:L] [--temperature T] [--seed S] [--max-new-tokens N]
 (--prompt TEXT ... | --prompts FILE.jsonl) [--no-chat] [--dtype float32|bfloat16]
 [--mesh DATAxMODEL] [--json]. Bad input: one `error: ...` line, exit 2.
 """
@@ -15,19 +15,10 @@ import time
 
 import numpy as np
 
+from resps_jax.decoding.action import action_json, format_action
 from resps_jax.errors import UserError, run_cli
 
 MODES = ("ar", "static", "resps")
-
-
-def parse_tree(text: str) -> tuple[int, int, int]:
-    try:
-        tt, d, k = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--tree {text!r}: expected TT,d,k (three integers, e.g. 16,4,4)") from None
-    from resps_jax.decoding.tree import validate_actions
-
-    return validate_actions([(tt, d, k)])[0]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="policy checkpoint: a train workdir, its checkpoints/ folder (latest), one step, or 'smollm2' (the shipped one)")
     p.add_argument("--interval", type=int, help="resps mode: steps per policy decision (default: the policy's eval interval)")
     p.add_argument("--mode", choices=MODES, default="ar")
-    p.add_argument("--tree", help="TT,d,k for --mode static")
+    p.add_argument("--tree", help="--mode static's action: TT,d,k (the head's tree), ngram:L (a prompt-lookup "
+                                  "chain of up to L tokens, no head needed) or TT,d,k+ngram:L (both in one verify)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -80,11 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--mode resps needs --draft (an EAGLE-3 folder, or 'smollm2') and --policy (a checkpoint folder, or 'smollm2')")
     if args.interval is not None and args.interval < 1:
         raise UserError(f"--interval must be >= 1 (got {args.interval})")
+    from resps_jax.decoding.action import AR_ACTION, parse_action
     from resps_jax.decoding.tree import DEFAULT_TREE
 
-    tree = parse_tree(args.tree) if args.tree else DEFAULT_TREE
-    if args.mode == "static" and not args.draft:
-        raise UserError("--mode static needs --draft (an EAGLE-3 folder, or 'smollm2')")
+    tree = parse_action(args.tree) if args.tree else DEFAULT_TREE
+    if args.mode == "static" and tree == AR_ACTION:
+        raise UserError("--tree ar drafts nothing: use --mode ar")
+    if args.mode == "static" and tree.uses_head and not args.draft:
+        raise UserError(f"--mode static with --tree {format_action(tree)} needs --draft (an EAGLE-3 folder, or "
+                        "'smollm2'); --tree ngram:L needs none")
     from resps_jax.models.sharding import parse_mesh
 
     mesh_shape = parse_mesh(args.mesh)
@@ -99,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     tree = agree(tree)  # process 0's tree for every process: compiled shapes must agree
 
     from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
-    from resps_jax.decoding.tree import AR_ACTION, format_action
     from resps_jax.models.loading import load_head, load_target
     from resps_jax.models.sharding import Placement, make_mesh
 
@@ -109,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     decoder = engine
     policy, interval = None, 30
     if args.mode == "static":
-        head = load_head(args.draft, target.cfg, dtype)
+        head = load_head(args.draft, target.cfg, dtype) if tree.uses_head else None
         decoder = SpeculativeEngine(engine, head, [tree])
     elif args.mode == "resps":
         from resps_jax.rl.actions import parse_actions
@@ -167,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
                 "prompt_tokens": result.prompt_tokens,
                 "seconds": round(result.seconds, 4),
                 "tokens_per_second": round(result.tokens_per_second, 2),
+                "prefill_seconds": round(result.prefill_seconds, 4),
+                "decode_tokens_per_second": round(result.decode_tokens_per_second, 2),
                 "steps": result.steps,
                 "mean_accepted": round(result.mean_accepted, 4),
-                "actions": [format_action(a) if a == AR_ACTION else list(a) for a in result.actions],
+                "actions": [action_json(a) for a in result.actions],
                 "compile_seconds": round(compile_seconds, 3),
                 "mode": args.mode,
             }

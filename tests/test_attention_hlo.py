@@ -118,10 +118,14 @@ def test_ar_loop_moves_no_cache_buffer(engine, batch):
     assert_no_moves(hlo, SLOTS, f"AR loop, batch {batch}")
 
 
-def test_tree_interval_moves_no_target_cache_buffer(engine):
-    """Tree verify (T = TT new tokens) plus commit_path's compaction, in the interval's loop."""
+@pytest.mark.parametrize("text", ["8,3,2", "8,3,2+ngram:4"])
+def test_tree_interval_moves_no_target_cache_buffer(engine, text):
+    """Tree verify (T = TT new tokens, plus the chain's) and commit_path's compaction, in the interval's loop."""
+    from resps_jax.decoding.action import parse_action
+
     _, head = random_pair(SMALL)
-    spec = SpeculativeEngine(engine, head, [(8, 3, 2)])
+    action = parse_action(text)
+    spec = SpeculativeEngine(engine, head, [action])
     draft_slots = SLOTS + (spec.d_max + 1) * spec.k_max
     assert draft_slots != SLOTS
     tokens, (n,) = pad_prompts([[1, 2, 3, 4, 5]], SLOTS)
@@ -130,8 +134,8 @@ def test_tree_interval_moves_no_target_cache_buffer(engine):
         engine.params, spec.params_h, engine.new_cache(1, SLOTS), spec.new_draft_cache(draft_slots), tokens,
         np.asarray([n], np.int32), zero_t, np.int32(0),
     )
-    action = [np.int32(v) for v in (8, 3, 2)]
-    hlo = spec.intervals[8].lower(
-        engine.params, spec.params_h, state, *action, np.int32(4), np.int32(16), NO_EOS, zero_t
+    limits = [np.int32(v) for v in action]
+    hlo = spec.intervals[spec.shape_key(action)].lower(
+        engine.params, spec.params_h, state, *limits, np.int32(4), np.int32(16), NO_EOS, zero_t
     ).compile().as_text()
     assert_no_moves(hlo, SLOTS, "tree interval, target cache")

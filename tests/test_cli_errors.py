@@ -17,6 +17,7 @@ import pytest
 
 CONTRACT_FIELDS = (
     "text", "token_ids", "new_tokens", "seconds", "tokens_per_second", "steps", "mean_accepted", "actions",
+    "prefill_seconds", "decode_tokens_per_second",
 )
 
 
@@ -139,6 +140,34 @@ def test_json_output_contract(cli, tiny_hf_folder, tiny):
         assert isinstance(record["steps"], int) and record["steps"] >= 0
         assert record["mean_accepted"] >= 0
         assert isinstance(record["actions"], list)
+        assert 0 < record["prefill_seconds"] < record["seconds"]
+        decode = (record["new_tokens"] - 1) / (record["seconds"] - record["prefill_seconds"])
+        assert record["new_tokens"] == 1 or abs(record["decode_tokens_per_second"] - decode) <= 0.1 * decode  # 4-digit seconds
+
+
+def test_ngram_chain_needs_no_draft_head(cli, tiny_hf_folder):
+    """--mode static --tree ngram:L speculates without --draft; its actions name the chain."""
+    proc = cli("--model", str(tiny_hf_folder), "--mode", "static", "--tree", "ngram:4", "--max-new-tokens", "12",
+               "--no-chat", "--json", "--prompt", "abcabcabcabc")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.splitlines()[-1])
+    assert record["actions"] == ["ngram:4"] and record["mode"] == "static"
+    ar = cli("--model", str(tiny_hf_folder), "--max-new-tokens", "12", "--no-chat", "--json", "--prompt", "abcabcabcabc")
+    assert json.loads(ar.stdout.splitlines()[-1])["token_ids"] == record["token_ids"]
+
+
+@pytest.mark.parametrize("tree,needles", [
+    ("ngram:0", ("'ngram:0'", "1..16")), ("ngram:-1", ("'ngram:-1'", "1..16")), ("ngram:x", ("'ngram:x'", "ngram:L")),
+    ("ngram:17", ("'ngram:17'", "1..16")), ("ar+ngram:4", ("'ar+ngram:4'", "'ar' drafts nothing")),
+])
+def test_bad_ngram_actions(cli, tmp_path, tree, needles):
+    assert_user_error(cli("--model", str(tmp_path / "unused"), "--mode", "static", "--tree", tree, "--prompt", "hi"),
+                      *needles)
+
+
+def test_a_head_tree_without_a_draft_names_both(cli, tmp_path):
+    assert_user_error(cli("--model", str(tmp_path / "unused"), "--mode", "static", "--tree", "3,1,2+ngram:4",
+                          "--prompt", "hi"), "3,1,2+ngram:4", "--draft", "ngram:L needs none")
 
 
 HIDE_TORCH = '''"""Torch looks absent (as in the default install, `make demo`): find_spec says so."""

@@ -101,8 +101,8 @@ def test_config_action_sets():
 
     assert config_actions(load(f"{CONFIGS}/llama8b.py").actions) == paper_actions()
     cpu = config_actions(load(f"{CONFIGS}/smollm2.py").actions)
-    assert (3, 1, 2) in cpu and AR_ACTION in cpu and max(tt for tt, _, _ in cpu) <= 16
-    assert parse_actions("8,3,2; 4,2,2") == [(8, 3, 2), (4, 2, 2)]
+    assert (3, 1, 2, 0) in cpu and AR_ACTION in cpu and max(a.tt for a in cpu) <= 16
+    assert parse_actions("8,3,2; 4,2,2") == [(8, 3, 2, 0), (4, 2, 2, 0)]
     with pytest.raises(UserError, match="three integers"):
         parse_actions("8,3")
     with pytest.raises(UserError, match="repeats"):

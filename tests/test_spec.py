@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 from scipy import stats
 
+from resps_jax.decoding.action import Action
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
 from resps_jax.decoding.spec import CATCH_UP, ar_interval, catch_up_head, spec_interval, spec_prefill
 from resps_jax.decoding.tree import AR_ACTION, DraftTree, TreeShape, grow_tree, max_tree_tokens, validate_actions
@@ -153,22 +154,14 @@ def _three_sampled_tokens_vs_exact_law(schedule) -> tuple[float, float, np.ndarr
             jnp.asarray([prompt + [0] * 11], jnp.int32), jnp.array([5], jnp.int32), temperature, key, out_width=5,
         )
         state = schedule(spec, engine, state, temperature)
-        return state.out[:3], state.steps
+        return state.context[5:8], state.steps  # the first three tokens after the 5-token prompt
 
     run = jax.jit(jax.vmap(sample))
     keys = jax.random.split(jax.random.key(2024), 20_000)
     outs, steps = zip(*(run(keys[i : i + 5000]) for i in range(0, 20_000, 5000)))
     outs, steps = np.concatenate([np.asarray(o) for o in outs]), np.concatenate([np.asarray(s) for s in steps])
 
-    # the exact law: p(x1) p(x2|x1) p(x3|x1,x2) from one batched target forward
-    seqs = np.array([prompt + list(c) for c in itertools.product(range(6), repeat=3)], np.int32)
-    cache = engine.new_cache(len(seqs), 16)
-    from resps_jax.models.llama import causal_mask
-
-    hidden, _, _ = target(jnp.asarray(seqs), jnp.broadcast_to(jnp.arange(8), seqs.shape), cache, causal_mask(len(seqs), 8))
-    logp = np.asarray(jax.nn.log_softmax(target.logits(hidden), -1))  # [216, 8, 6]
-    exact = np.exp(sum(logp[np.arange(216), 4 + i, seqs[:, 5 + i]] for i in range(3)))
-    assert abs(exact.sum() - 1.0) < 1e-4
+    exact = exact_three_token_law(engine, target, prompt)
     cells = outs[:, 0] * 36 + outs[:, 1] * 6 + outs[:, 2]
     observed = np.bincount(cells, minlength=216)
     expected = exact * len(cells)
@@ -179,10 +172,26 @@ def _three_sampled_tokens_vs_exact_law(schedule) -> tuple[float, float, np.ndarr
     return chi2_pvalue(obs, exp), 0.5 * np.abs(observed / len(cells) - exact).sum(), steps
 
 
+def exact_three_token_law(engine, target, prompt: list[int]) -> np.ndarray:
+    """[216] the exact law of the next 3 tokens on a vocabulary of 6: p(x1) p(x2|x1) p(x3|x1,x2),
+    from one batched target forward over every continuation."""
+    from resps_jax.models.llama import causal_mask
+
+    n = len(prompt)
+    seqs = np.array([prompt + list(c) for c in itertools.product(range(6), repeat=3)], np.int32)
+    cache = engine.new_cache(len(seqs), 16)
+    hidden, _, _ = target(jnp.asarray(seqs), jnp.broadcast_to(jnp.arange(n + 3), seqs.shape), cache,
+                          causal_mask(len(seqs), n + 3))
+    logp = np.asarray(jax.nn.log_softmax(target.logits(hidden), -1))  # [216, n + 3, 6]
+    exact = np.exp(sum(logp[np.arange(216), n - 1 + i, seqs[:, n + i]] for i in range(3)))
+    assert abs(exact.sum() - 1.0) < 1e-4
+    return exact
+
+
 def _tree(spec, engine, state, temperature, n_steps=8):
     return spec_interval(engine.graphdef, spec.graphdef_h, engine.params, spec.params_h, state,
-                         jnp.int32(8), jnp.int32(3), jnp.int32(3), jnp.int32(n_steps), jnp.int32(3),
-                         jnp.array([-1], jnp.int32), temperature, shape=spec.shapes[8])
+                         jnp.int32(8), jnp.int32(3), jnp.int32(3), jnp.int32(0), jnp.int32(n_steps), jnp.int32(3),
+                         jnp.array([-1], jnp.int32), temperature, shape=spec.shapes[8, 0])
 
 
 def _ar(spec, engine, state, temperature, n_steps=1):
@@ -256,7 +265,7 @@ def test_max_tree_tokens_is_what_the_engine_grows(depth, k):
     tree = grow_tree(head, target.embed_tokens.weight[...], cache, jnp.full((cfg.hidden_size,), 0.1), jnp.array(3),
                      jnp.array(most + 5), jnp.array(depth), jnp.array(k), TreeShape(k, depth, most + 5))
     assert int(tree.valid.sum()) == most
-    assert validate_actions([(most, depth, k)]) == [(most, depth, k)]
+    assert validate_actions([(most, depth, k)]) == [Action(most, depth, k)]
     with pytest.raises(UserError, match=f"at most {most}\\b"):
         validate_actions([(most + 1, depth, k)])
 
@@ -269,7 +278,7 @@ def test_tree_shape_sizes():
 def test_policy_sees_target_features_and_intervals_are_reported():
     target, head = random_pair(SMALL, seed=6, draft_vocab=64)
     engine = Engine(target)
-    actions = [(8, 3, 2), (16, 4, 4), (3, 1, 1)]
+    actions = [Action(8, 3, 2), Action(16, 4, 4), Action(3, 1, 1)]
     spec = SpeculativeEngine(engine, head, actions)
     seen = []
 
@@ -295,7 +304,7 @@ def test_switching_policy_with_ar_is_greedy_lossless():
     and without EOS; one executable more than the trees alone."""
     target, head = random_pair(SMALL, seed=8, draft_vocab=64)
     engine = Engine(target)
-    actions = [AR_ACTION, (8, 3, 2), (3, 1, 1)]
+    actions = [AR_ACTION, Action(8, 3, 2), Action(3, 1, 1)]
     spec = SpeculativeEngine(engine, head, actions)
     rng = np.random.RandomState(9)
     for length in (4, 21):
@@ -307,7 +316,7 @@ def test_switching_policy_with_ar_is_greedy_lossless():
             gen = GenerationConfig(max_new_tokens=36)
             got = spec.generate(prompt, gen, eos_ids=eos, policy=policy, interval=2)
             assert got.token_ids == engine.generate(prompt, gen, eos_ids=eos).token_ids, (length, eos)
-            assert AR_ACTION in got.actions and (8, 3, 2) in got.actions
+            assert AR_ACTION in got.actions and Action(8, 3, 2) in got.actions
     ar_steps = [s for (i, t, s, _) in got.intervals if actions[i] == AR_ACTION]
     assert all(t == s for (i, t, s, _) in got.intervals if actions[i] == AR_ACTION) and ar_steps
     assert spec.ar_interval._cache_size() == 1  # `ar` is one executable, shared by every interval
@@ -339,7 +348,7 @@ def test_head_catches_up_after_ar_steps_as_if_it_had_kept_step():
     caught = jax.jit(lambda s: catch_up_head(*merge(), s))(state)
     assert int(caught.draft_cache.lengths[0]) == n
 
-    text = prompt + np.asarray(state.out)[:ar_steps].tolist()  # the committed text, prefilled at once
+    text = np.asarray(state.context)[: len(prompt) + ar_steps].tolist()  # the committed text, prefilled at once
     _, ref = spec.start(text, gen)
     assert int(ref.root) == int(state.root)
     np.testing.assert_allclose(caught.last_out, ref.last_out, rtol=1e-4, atol=1e-4)

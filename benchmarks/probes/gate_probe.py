@@ -63,7 +63,7 @@ def probe_rows(n_prompts: int, tree: tuple[int, int, int], skip: int, draft: str
     engine = Engine(target.model)
     eos = np.asarray(eos_token_ids(target.tokenizer, target.cfg.eos_token_ids), np.int32)
     spec = SpeculativeEngine(engine, head, [tree])
-    shape = spec.shapes[spec.bucket_for(tree[0])]
+    shape = spec.shapes[spec.shape_key(spec.actions[0])]
     gt, gh = engine.graphdef, spec.graphdef_h
 
     @jax.jit

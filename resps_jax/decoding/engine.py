@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from resps_jax.decoding.sampling import select_token
-from resps_jax.decoding.tree import AR_ACTION
+from resps_jax.decoding.action import AR_ACTION, Action, format_action, validate_actions
 from resps_jax.distributed import agree
 from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache, plan_cache_length
@@ -51,6 +51,7 @@ class GenerationResult:
     accepted_per_step: list[int] = dataclasses.field(default_factory=list)  # tokens per step
     # one (action index, tokens, steps, seconds) per interval: the policy's reward signal
     intervals: list[tuple[int, int, int, float]] = dataclasses.field(default_factory=list)
+    prefill_seconds: float = 0.0  # the prompt's forward and the first token, within `seconds`
 
     @property
     def new_tokens(self) -> int:
@@ -64,6 +65,16 @@ class GenerationResult:
     @property
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def decode_seconds(self) -> float:
+        return self.seconds - self.prefill_seconds
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Tokens after the prefill's first one per second of decoding (llama.cpp's "eval"
+        rate): a step's cost, apart from the prompt's length."""
+        return (self.new_tokens - 1) / self.decode_seconds if self.new_tokens > 1 and self.decode_seconds > 0 else 0.0
 
 
 def prefill_bucket(n: int, capacity: int) -> int:
@@ -230,48 +241,72 @@ class Engine:
             self.params, self.new_cache(len(prompts), capacity), tokens, np.asarray(lengths, np.int32),
             temperature, seed,
         )
+        first.block_until_ready()
+        prefill_seconds = time.perf_counter() - start
         cache, out, counts = ar_loop(self.params, cache, first, np.int32(gen.max_new_tokens), eos, temperature, seed)
         out, counts = to_host(out), to_host(counts)
         seconds = time.perf_counter() - start
         return [
-            GenerationResult(out[row, : counts[row]].tolist(), lengths[row], seconds, int(counts[row]) - 1, [])
+            GenerationResult(out[row, : counts[row]].tolist(), lengths[row], seconds, int(counts[row]) - 1, [],
+                             prefill_seconds=prefill_seconds)
             for row in range(len(prompts))
         ]
 
 
-Action = tuple[int, int, int]  # (TT, d, k)
 # target features of the last committed token -> action index; a policy whose owner has
 # `wants_context = True` (a text-state Agent) also gets the context ids (prompt + output so far)
 Policy = Callable[..., int]
+# The lookup's longest matched suffix: 3 tokens (docs/results.md, "n-gram drafting").
+NGRAM_MATCH = 3
 
 
 def tt_buckets(actions: Sequence[Action], max_buckets: int = 12) -> tuple[int, ...]:
     """Verify shapes: the distinct TT values, merged upward when there are too many."""
-    values = sorted({tt for tt, _, _ in actions})
+    values = sorted({a[0] for a in actions})
     while len(values) > max_buckets:  # drop the bucket whose removal wastes least
         waste = [values[i + 1] - values[i] for i in range(len(values) - 1)]
         values.pop(int(np.argmin(waste)))
     return tuple(values)
 
 
-class SpeculativeEngine:
-    """Tree speculative decoding over a target Engine and an EAGLE-3 head.
+def round_up(value: int, buckets: Sequence[int]) -> int:
+    for b in buckets:
+        if value <= b:
+            return b
+    raise UserError(f"{value} exceeds the largest compiled bucket {buckets[-1]}")
 
-    `actions` fixes the static limits: k_max and d_max over all actions, one compiled
-    interval per TT bucket (depth and k are traced values), plus prefill per prompt bucket.
+
+class SpeculativeEngine:
+    """Speculative decoding over a target Engine, an EAGLE-3 head and a prompt-lookup drafter.
+
+    `actions` fixes the static limits: k_max and d_max over the head's actions, one compiled
+    interval per (TT bucket, chain length) pair that an action uses (depth, k and the chain's
+    real length are traced values), the `ar` interval when the set has it, plus prefill per
+    prompt bucket. `head` may be None when every action is `ar` or `ngram:L`: speculation
+    for a target that has no draft head.
     """
 
-    def __init__(self, engine: Engine, head, actions: Sequence[Action], draft_weights: str | None = None):
+    def __init__(self, engine: Engine, head, actions: Sequence[Sequence[int]], draft_weights: str | None = None,
+                 ngram_match: int = NGRAM_MATCH):
         from resps_jax.decoding.spec import SpecState, ar_interval, spec_interval, spec_prefill_seeded
-        from resps_jax.decoding.tree import AR_ACTION, TreeShape, validate_actions
+        from resps_jax.decoding.tree import TreeShape
 
         self.engine = engine
         self.actions = validate_actions([tuple(int(v) for v in a) for a in actions])
-        trees = [a for a in self.actions if a != AR_ACTION]
-        self.k_max = max((k for _, _, k in trees), default=1)
-        self.d_max = max((d for _, d, _ in trees), default=1)
+        if ngram_match < 1:
+            raise UserError(f"ngram_match must be >= 1 (got {ngram_match})")
+        trees = [a for a in self.actions if a.uses_head]
+        if trees and head is None:
+            raise UserError(f"action {format_action(trees[0])} drafts with the head: give a draft head "
+                            "(--draft), or use only 'ar' and 'ngram:L' actions")
+        self.k_max = max((a.topk for a in trees), default=1)
+        self.d_max = max((a.depth for a in trees), default=1)
         self.buckets = tt_buckets(trees) if trees else ()
-        self.head_cfg = head.cfg
+        self.chain_buckets = tuple(sorted({a.ngram for a in self.actions if a.ngram}))
+        self.head_cfg = head.cfg if head is not None else None
+        self.shapes = {self.shape_key(a): TreeShape(self.k_max, self.d_max, *self.shape_key(a), ngram_match)
+                       for a in self.actions if a != AR_ACTION}
+        self.path_width = max([2] + [s.path_width for s in self.shapes.values()])
         # The head's products on the same kernel as the target's, its weights in bf16 by default:
         # drafting then reads half the bytes, and the target verifies every draft, so output is
         # unchanged. Measured (benchmarks/spec_decode.py --draft-weights both, 12 training
@@ -279,16 +314,17 @@ class SpeculativeEngine:
         # 1.19x AR, 8/3/2 1.06x -> 1.15x, 12/4/3 0.96x -> 0.98x, 16/4/4 0.86x -> 0.84x.
         if draft_weights not in (None, "float32", "bfloat16"):
             raise UserError(f"draft_weights {draft_weights!r}: expected float32 or bfloat16")
-        if engine.matmul == "kernel":
+        if head is not None and engine.matmul == "kernel":
             head = to_kernel_layout(head, weight_dtype=None if draft_weights == "float32" else jnp.bfloat16)
-        elif draft_weights == "bfloat16":
+        elif draft_weights == "bfloat16" and head is not None:
             raise UserError("draft_weights needs the CPU kernel (--matmul kernel)")
-        self.graphdef_h, params_h = nnx.split(head)
         placement = engine.placement
-        self.head_shardings = placement.param_shardings(params_h, head.cfg.head_dim)
-        self.params_h = placement.put(params_h, self.head_shardings)
-        self.shapes = {b: TreeShape(self.k_max, self.d_max, b) for b in self.buckets}
-        self.path_width = self.d_max + 2
+        if head is not None:
+            self.graphdef_h, params_h = nnx.split(head)
+            self.head_shardings = placement.param_shardings(params_h, head.cfg.head_dim)
+            self.params_h = placement.put(params_h, self.head_shardings)
+        else:  # no head: an empty parameter tree, and a one-slot placeholder draft cache
+            self.graphdef_h, self.params_h, self.head_shardings = None, {}, {}
         gt, gh = engine.graphdef, self.graphdef_h
         rep = placement.replicated
         target_sh = engine.cache_shardings(1)
@@ -296,17 +332,19 @@ class SpeculativeEngine:
         # SpecState: the two caches by their rules, every small field replicated
         state_sh = SpecState(target_sh, draft_sh, *([rep] * (len(dataclasses.fields(SpecState)) - 2)))
         params = (engine.param_shardings, self.head_shardings)
+        # features are logged for the head to catch up on after steps that leave it behind
+        log_taps = head is not None and any(not a.uses_head for a in self.actions)
         self.prefill = jax.jit(
-            partial(spec_prefill_seeded, gt, gh, out_width=self.path_width, log_taps=AR_ACTION in self.actions),
+            partial(spec_prefill_seeded, gt, gh, out_width=self.path_width, log_taps=log_taps),
             donate_argnames=("target_cache", "draft_cache"),
             in_shardings=(*params, target_sh, draft_sh, rep, rep, rep, rep), out_shardings=state_sh,
         )
         self.intervals = {
-            b: jax.jit(
+            key: jax.jit(
                 partial(spec_interval, gt, gh, shape=shape), donate_argnames=("state",),
-                in_shardings=(*params, state_sh, *([rep] * 7)), out_shardings=state_sh,
+                in_shardings=(*params, state_sh, *([rep] * 8)), out_shardings=state_sh,
             )
-            for b, shape in self.shapes.items()
+            for key, shape in self.shapes.items()
         }
         # the no-draft action `ar`: one more executable, only when the set has it
         self.ar_interval = None
@@ -318,8 +356,24 @@ class SpeculativeEngine:
         self._draft_caches: dict[int, Callable[[], KVCache]] = {}
         self._draft_sh = draft_sh
 
+    def shape_key(self, action: Action) -> tuple[int, int]:
+        """(TT bucket or 1 without the head, chain length or 0): the compiled step an action runs."""
+        tt = round_up(action.tt, self.buckets) if action.uses_head else 1
+        return tt, action.ngram
+
+    def run_interval(self, state, action: Action, n_steps, max_new, eos, temperature):
+        """Up to n_steps steps of `action` from `state` (one dispatch; the state is donated)."""
+        if action == AR_ACTION:
+            return self.ar_interval(self.engine.params, self.params_h, state, n_steps, max_new, eos, temperature)
+        return self.intervals[self.shape_key(action)](
+            self.engine.params, self.params_h, state, np.int32(action.tt), np.int32(action.depth),
+            np.int32(action.topk), np.int32(action.ngram), n_steps, max_new, eos, temperature,
+        )
+
     def _empty_draft_cache(self, capacity: int) -> KVCache:
         c = self.head_cfg
+        if c is None:  # no head: a one-slot placeholder the steps never touch
+            return KVCache.create(1, 1, 1, 1, 1, self.engine.dtype)
         return KVCache.create(1, 1, capacity, c.num_kv_heads, c.head_dim, self.engine.dtype)
 
     def new_draft_cache(self, capacity: int) -> KVCache:
@@ -331,7 +385,7 @@ class SpeculativeEngine:
 
     @property
     def tree_margin(self) -> int:
-        return max(self.buckets, default=1) + self.path_width
+        return max([1] + [s.verify_rows for s in self.shapes.values()]) + self.path_width
 
     def executables(self) -> int:
         ar = self.ar_interval._cache_size() if self.ar_interval is not None else 0
@@ -367,16 +421,10 @@ class SpeculativeEngine:
         tokens, (n,) = pad_prompts([prompt_ids], capacity)
         state = self.prefill(
             self.engine.params, self.params_h, self.engine.new_cache(1, capacity),
-            self.new_draft_cache(draft_cache_length(capacity, self.d_max, self.k_max)), tokens,
+            self.new_draft_cache(draft_cache_length(capacity, self.d_max, self.k_max, self.path_width)), tokens,
             np.asarray([n], np.int32), np.float32(gen.temperature), np.int32(gen.seed),
         )
         return prompt_ids, state
-
-    def bucket_for(self, tt: int) -> int:
-        for b in self.buckets:
-            if tt <= b:
-                return b
-        raise UserError(f"TT={tt} exceeds the largest compiled bucket {self.buckets[-1]}")
 
     def generate(
         self,
@@ -409,35 +457,30 @@ class SpeculativeEngine:
         if policy is not None and hasattr(owner, "reset"):  # an adaptive chooser starts each turn afresh
             owner.reset()
         max_new = np.int32(gen.max_new_tokens)
-        count, steps = int(to_host(state.count)), 0
+        count, steps = int(to_host(state.count)), 0  # waits for the prefill
+        prefill_seconds = time.perf_counter() - start
         while not bool(to_host(state.done)) and count < gen.max_new_tokens:
             tick = time.perf_counter()
             if policy is None:
                 index = 0
             elif wants_context:  # a text-state policy reads the decoded context itself
-                index = int(policy(to_host(state.last_taps), prompt_ids + to_host(state.out)[:count].tolist()))
+                index = int(policy(to_host(state.last_taps), to_host(state.context)[: len(prompt_ids) + count].tolist()))
             else:
                 index = int(policy(to_host(state.last_taps)))
             index = agree(index)  # one choice for every process, so compiled shapes agree
             if not 0 <= index < len(self.actions):
                 raise UserError(f"the policy chose action {index}, outside 0..{len(self.actions) - 1}")
-            tt, d, k = self.actions[index]
-            actions.append((tt, d, k))
+            action = self.actions[index]
+            actions.append(action)
             n_steps = np.int32(interval if policy is not None else 1 << 30)
-            if (tt, d, k) == AR_ACTION:
-                state = self.ar_interval(self.engine.params, self.params_h, state, n_steps, max_new, eos, temperature)
-            else:
-                state = self.intervals[self.bucket_for(tt)](
-                    self.engine.params, self.params_h, state, np.int32(tt), np.int32(d), np.int32(k),
-                    n_steps, max_new, eos, temperature,
-                )
+            state = self.run_interval(state, action, n_steps, max_new, eos, temperature)
             new_count, new_steps = int(to_host(state.count)), int(to_host(state.steps))  # waits for the interval
             log.append((index, new_count - count, new_steps - steps, time.perf_counter() - tick))
             if observe is not None:
                 observe(*log[-1])
             count, steps = new_count, new_steps
-        token_ids = to_host(state.out)[:count].tolist()
+        token_ids = to_host(state.context)[len(prompt_ids) : len(prompt_ids) + count].tolist()
         seconds = time.perf_counter() - start
         accepted = to_host(state.accepted)[:steps].tolist()
         return GenerationResult(token_ids, len(prompt_ids), seconds, steps=steps, actions=actions,
-                                accepted_per_step=accepted, intervals=log)
+                                accepted_per_step=accepted, intervals=log, prefill_seconds=prefill_seconds)

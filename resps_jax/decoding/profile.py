@@ -2,10 +2,12 @@
 
 A decoding interval is one compiled `lax.while_loop`, so its pieces cannot be timed from
 inside. Here each piece of `spec_step` (the same functions the interval runs) is jitted
-alone and timed on a real mid-decode state: drafting (the head grows the tree),
-verification (the target's forward over the tree), tree management (walk, cache
-compaction, emission, the head's re-encode of the committed tokens), and the policy's
-call divided over its interval. The target cache is donated to the pieces that write it,
+alone and timed on a real mid-decode state: drafting (the head grows the tree), lookup
+(the n-gram chain found and joined to the tree), verification (the target's forward over
+the tree), the walk (accepted path and bonus), compaction (the target cache moved onto the
+path), the head's re-encode of the committed tokens, and the policy's call divided over its
+interval. Emission and the loop's own bookkeeping are what the whole step has beyond the
+pieces' sum. The target cache is donated to the pieces that write it,
 as the interval's loop carry updates it in place, so no piece pays a cache copy the real
 step does not. The whole step is the interval executable's own time per step, so the sum
 of the pieces can be checked against it.
@@ -22,10 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from resps_jax.decoding.action import AR_ACTION, Action, format_action
 from resps_jax.decoding.engine import GenerationConfig, SpeculativeEngine
-from resps_jax.decoding.spec import SpecState, accept_and_commit, draft_tree, verify_tree
+from resps_jax.decoding.ngram import root_only
+from resps_jax.decoding.spec import SpecState, draft_tree, lookup_chain, reencode, verify_tree
+from resps_jax.decoding.verify import commit_path, walk_tree
 
-PIECES = ("drafting", "verification", "tree_management", "policy")
+PIECES = ("drafting", "lookup", "verification", "walk", "compaction", "re_encode", "policy")
 NO_EOS = np.asarray((-1,), np.int32)  # profiling never stops early
 NO_LIMIT = np.int32(1 << 20)
 
@@ -50,73 +55,85 @@ def fresh(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
-def decoded_state(spec: SpeculativeEngine, prompt_ids: list[int], gen: GenerationConfig, action,
+def decoded_state(spec: SpeculativeEngine, prompt_ids: list[int], gen: GenerationConfig, action: Action,
                   warm_steps: int = 4) -> SpecState:
-    """A state `warm_steps` tree steps into decoding `prompt_ids` (caches as in a real run)."""
+    """A state `warm_steps` steps of `action` into decoding `prompt_ids` (caches as in a real run)."""
     _, state = spec.start(prompt_ids, gen)
-    temperature = np.float32(gen.temperature)
-    tt, d, k = action
-    return spec.intervals[spec.bucket_for(tt)](
-        spec.engine.params, spec.params_h, state, np.int32(tt), np.int32(d), np.int32(k), np.int32(warm_steps),
-        NO_LIMIT, NO_EOS, temperature)
+    return spec.run_interval(state, Action(*action), np.int32(warm_steps), NO_LIMIT, NO_EOS,
+                             np.float32(gen.temperature))
 
 
-def interval_ms_per_step(spec: SpeculativeEngine, state: SpecState, action, steps: int, temperature) -> float:
-    """The compiled interval's milliseconds per step from `state` (action None: the `ar` step)."""
+def interval_ms_per_step(spec: SpeculativeEngine, state: SpecState, action: Action, steps: int, temperature) -> float:
+    """The compiled interval's milliseconds per step from `state` (AR_ACTION: the `ar` step)."""
     start_steps = int(np.asarray(state.steps))
     jax.block_until_ready(state)
     start = time.perf_counter()
-    if action is None:
-        state = spec.ar_interval(spec.engine.params, spec.params_h, state, np.int32(steps), NO_LIMIT, NO_EOS,
-                                 temperature)
-    else:
-        tt, d, k = action
-        state = spec.intervals[spec.bucket_for(tt)](
-            spec.engine.params, spec.params_h, state, np.int32(tt), np.int32(d), np.int32(k), np.int32(steps),
-            NO_LIMIT, NO_EOS, temperature)
+    state = spec.run_interval(state, Action(*action), np.int32(steps), NO_LIMIT, NO_EOS, temperature)
     done = int(np.asarray(state.steps)) - start_steps  # waits for the interval
     return 1e3 * (time.perf_counter() - start) / max(1, done)
 
 
 def step_breakdown(spec: SpeculativeEngine, prompt_ids: list[int], gen: GenerationConfig, action,
                    decide: Callable | None = None, interval: int = 30, calls: int = 10) -> dict:
-    """Milliseconds per step of each piece for one tree action, the whole step, and the
+    """Milliseconds per step of each piece for one drafting action, the whole step, and the
     no-draft `ar` step when the set has one. `gen.max_new_tokens` must leave room in the
-    cache for (4 + calls) steps of the tree's longest path."""
-    tt, d, k = (int(v) for v in action)
-    shape = spec.shapes[spec.bucket_for(tt)]
+    cache for (4 + calls) steps of the action's longest path."""
+    action = Action(*(int(v) for v in action))
+    shape = spec.shapes[spec.shape_key(action)]
     gt, gh = spec.engine.graphdef, spec.graphdef_h
     params_t, params_h = spec.engine.params, spec.params_h
-    limits = (np.int32(tt), np.int32(d), np.int32(k))
+    limits = (np.int32(action.tt), np.int32(action.depth), np.int32(action.topk))
     temperature = np.float32(gen.temperature)
-    state = decoded_state(spec, prompt_ids, gen, (tt, d, k))
+    state = decoded_state(spec, prompt_ids, gen, action)
+    width = shape.path_width
 
     @jax.jit
     def drafting(params_t, params_h, state, tt, d, k):
+        if not shape.uses_head:
+            return root_only(state.root)
         return draft_tree(nnx.merge(gt, params_t), nnx.merge(gh, params_h), state, tt, d, k, shape)
+
+    @jax.jit
+    def lookup(state, tree):
+        return lookup_chain(state, tree, np.int32(action.ngram), shape) if shape.chain_bucket else tree
 
     def verify(params_t, state, tree, target_cache):
         return verify_tree(nnx.merge(gt, params_t), dataclasses.replace(state, target_cache=target_cache), tree)
 
     verification = jax.jit(verify, donate_argnames=("target_cache",))
 
-    def manage(params_t, params_h, state, tree, logits, taps, cache):
-        return accept_and_commit(nnx.merge(gt, params_t), nnx.merge(gh, params_h), state, tree, logits, taps, cache,
-                                 NO_LIMIT, NO_EOS, temperature, shape)
+    @jax.jit
+    def walk(tree, logits, key):
+        return walk_tree(tree, logits, temperature, key, width)
 
-    management = jax.jit(manage, donate_argnames=("cache",))
-    tree = drafting(params_t, params_h, state, *limits)
+    compaction = jax.jit(commit_path, donate_argnames=("cache",))
+
+    @jax.jit
+    def re_encode(params_t, params_h, draft_cache, emit, step_taps, n, count):
+        embed = nnx.merge(gt, params_t).embed_tokens.weight[...]
+        return reencode(nnx.merge(gh, params_h), embed, draft_cache, emit, step_taps, n, count)
+
+    tree = lookup(state, drafting(params_t, params_h, state, *limits))
     logits, taps, _ = verification(params_t, state, tree, fresh(state.target_cache))
+    path, accepted, _ = walk(tree, logits, state.key)
+    count = (accepted + 1)[None]
+    emit = jnp.zeros((width,), jnp.int32)
+    step_taps = taps[0][jnp.maximum(path, 0)]
     ms = {
         "drafting": seconds_per_call(drafting, lambda: (params_t, params_h, state, *limits), calls),
+        "lookup": seconds_per_call(lookup, lambda: (state, drafting(params_t, params_h, state, *limits)), calls),
         "verification": seconds_per_call(verification, lambda: (params_t, state, tree, fresh(state.target_cache)),
                                          calls),
-        "tree_management": seconds_per_call(
-            management,
-            lambda: (params_t, params_h, state, tree, logits, taps,
-                     verification(params_t, state, tree, fresh(state.target_cache))[2]),
-            calls),
+        "walk": seconds_per_call(walk, lambda: (tree, logits, state.key), calls),
+        "compaction": seconds_per_call(compaction, lambda: (fresh(state.target_cache), path, count), calls),
+        "re_encode": seconds_per_call(
+            re_encode, lambda: (params_t, params_h, state.draft_cache, emit, step_taps, state.target_cache.lengths,
+                                count[0]), calls) if shape.uses_head else 0.0,
     }
+    if not shape.uses_head:
+        ms["drafting"] = 0.0
+    if not shape.chain_bucket:
+        ms["lookup"] = 0.0
     ms = {name: 1e3 * seconds for name, seconds in ms.items()}
     ms["policy"] = 0.0
     if decide is not None:  # one call per interval, spread over its steps
@@ -130,12 +147,13 @@ def step_breakdown(spec: SpeculativeEngine, prompt_ids: list[int], gen: Generati
         ms["policy"] = 1e3 * float(np.median(ticks)) / interval
     whole, ar = [], []
     for _ in range(3):
-        whole.append(interval_ms_per_step(spec, decoded_state(spec, prompt_ids, gen, (tt, d, k)), (tt, d, k), calls,
+        whole.append(interval_ms_per_step(spec, decoded_state(spec, prompt_ids, gen, action), action, calls,
                                           temperature))
         if spec.ar_interval is not None:
-            ar.append(interval_ms_per_step(spec, decoded_state(spec, prompt_ids, gen, (tt, d, k)), None, calls,
+            ar.append(interval_ms_per_step(spec, decoded_state(spec, prompt_ids, gen, action), AR_ACTION, calls,
                                            temperature))
     ms["step"] = min(whole)
     if ar:
         ms["ar_step"] = min(ar)
-    return {"action": f"{tt},{d},{k}", "interval": interval, "pieces": list(PIECES), "ms": {name: round(v, 4) for name, v in ms.items()}}
+    return {"action": format_action(action), "interval": interval, "pieces": list(PIECES),
+            "ms": {name: round(v, 4) for name, v in ms.items()}}

@@ -10,6 +10,11 @@ The no-draft action `ar` runs the target alone and leaves the head behind: it on
 step's features. The next tree interval first encodes the positions the head missed, CATCH_UP
 rows per head call, so a turn the policy spends in `ar` costs what plain decoding costs, and
 the catch-up after an `ar` interval is a few batched head calls instead of one per token.
+
+An action may add a prompt-lookup chain (decoding/ngram.py) found on device in the token
+buffer (`SpecState.context`) and verified in the same tree. An n-gram action without the
+head (`ngram:L`) runs no head pass at all and, like `ar`, logs its features for the head
+to catch up on; an engine built without a head runs only `ar` and `ngram:L`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from resps_jax.decoding.ngram import add_chain, ngram_chain, root_only
 from resps_jax.decoding.sampling import select_token
 from resps_jax.decoding.tree import DraftTree, TreeShape, grow_tree
 from resps_jax.decoding.verify import commit_path, walk_tree
@@ -29,10 +35,10 @@ from resps_jax.models.llama import causal_mask
 CATCH_UP = 16  # positions the head encodes per call when it catches up after `ar` steps
 
 
-def draft_cache_length(capacity: int, d_max: int, k_max: int) -> int:
+def draft_cache_length(capacity: int, d_max: int, k_max: int, path_width: int = 0) -> int:
     """Head cache slots for a target cache of `capacity`: room for the deepest tree's
-    scratch rows and for a full catch-up chunk written past the committed prefix."""
-    return capacity + max((d_max + 1) * k_max, CATCH_UP)
+    scratch rows, a full catch-up chunk and a step's re-encode written past the prefix."""
+    return capacity + max((d_max + 1) * k_max, CATCH_UP, path_width)
 
 
 @jax.tree_util.register_dataclass
@@ -43,7 +49,7 @@ class SpecState:
     root: jax.Array  # [] next token to verify (sampled by the target, already emitted)
     last_out: jax.Array  # [H] the head's output at the last committed position
     last_taps: jax.Array  # [3H] target features of the last committed token (the policy's state)
-    out: jax.Array  # [S + W] emitted tokens
+    context: jax.Array  # [S + W] the text by position: prompt, then emitted tokens (root at prompt_len + count - 1)
     count: jax.Array  # [] tokens emitted so far
     steps: jax.Array  # [] speculative steps taken
     accepted: jax.Array  # [S] tokens emitted per step (a + 1)
@@ -55,9 +61,9 @@ class SpecState:
 
 def spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft_cache, tokens, valid,
                  temperature, key, out_width: int, log_taps: bool = True) -> SpecState:
-    """Target prefill (first token + taps), then the head over the prompt with its true features."""
+    """Target prefill (first token + taps), then the head over the prompt with its true
+    features (graphdef_h None: an engine without a head, for `ar` and `ngram:L` only)."""
     target = nnx.merge(graphdef_t, params_t)
-    head = nnx.merge(graphdef_h, params_h)
     _, p = tokens.shape
     positions = jnp.arange(p, dtype=jnp.int32)[None]
     hidden, taps, target_cache = target(tokens, positions, target_cache, causal_mask(1, p))
@@ -67,17 +73,23 @@ def spec_prefill(graphdef_t, graphdef_h, params_t, params_h, target_cache, draft
     target_cache = target_cache.with_lengths(valid)
     # the head's input at position j pairs f_j with token j+1 (the root after the prompt)
     next_tokens = jnp.concatenate([tokens[0, 1:], jnp.zeros((1,), jnp.int32)]).at[n - 1].set(root)
-    embeds = jnp.take(target.embed_tokens.weight[...], next_tokens, axis=0)[None]
-    out, draft_cache = head(embeds, taps, positions, draft_cache, causal_mask(1, p))
-    draft_cache = draft_cache.with_lengths(valid)
+    if graphdef_h is not None:
+        head = nnx.merge(graphdef_h, params_h)
+        embeds = jnp.take(target.embed_tokens.weight[...], next_tokens, axis=0)[None]
+        out, draft_cache = head(embeds, taps, positions, draft_cache, causal_mask(1, p))
+        draft_cache = draft_cache.with_lengths(valid)
+        last_out = jax.lax.dynamic_index_in_dim(out[0], n - 1, keepdims=False)
+    else:
+        last_out = jnp.zeros((hidden.shape[-1],), hidden.dtype)
     capacity = target_cache.capacity
+    context = jnp.zeros((capacity + out_width,), jnp.int32).at[:p].set(tokens[0])
     return SpecState(
         target_cache=target_cache,
         draft_cache=draft_cache,
         root=root,
-        last_out=jax.lax.dynamic_index_in_dim(out[0], n - 1, keepdims=False),
+        last_out=last_out,
         last_taps=jax.lax.dynamic_index_in_dim(taps[0], n - 1, keepdims=False),
-        out=jnp.zeros((capacity + out_width,), jnp.int32).at[0].set(root),
+        context=jax.lax.dynamic_update_slice(context, root[None], (n,)),
         count=jnp.int32(1),
         steps=jnp.int32(0),
         accepted=jnp.zeros((capacity,), jnp.int32),
@@ -110,7 +122,7 @@ def catch_up_head(target, head, state: SpecState) -> SpecState:
         start = s.draft_cache.lengths[0]  # positions the head has encoded
         positions = start + rows  # [G]
         taps = jnp.take(s.taps_log, positions, axis=0, mode="clip")  # [G, 3H]
-        next_tokens = jnp.take(s.out, positions + 1 - s.prompt_len, mode="clip")  # [G] token after each
+        next_tokens = jnp.take(s.context, positions + 1, mode="clip")  # [G] token after each
         embeds = jnp.take(embed, next_tokens, axis=0)[None]  # [1, G, H]
         out_h, draft_cache = head(embeds, taps[None], positions[None], s.draft_cache.with_lengths(start[None]),
                                   causal_mask(1, CATCH_UP))
@@ -126,6 +138,20 @@ def draft_tree(target, head, state: SpecState, tt, depth, k, shape: TreeShape) -
     """Drafting: the head grows a tree of at most TT tokens from its last output."""
     embed = target.embed_tokens.weight[...]
     return grow_tree(head, embed, state.draft_cache, state.last_out, state.root, tt, depth, k, shape)
+
+
+def lookup_chain(state: SpecState, tree: DraftTree, chain_len, shape: TreeShape) -> DraftTree:
+    """The n-gram lookup over the text so far, its chain (at most `chain_len` real tokens)
+    hung from the tree's root: shape.verify_rows slots."""
+    end = state.prompt_len + state.count - 1  # the root's position
+    chain, available = ngram_chain(state.context, end, shape.ngram_match, shape.chain_bucket)
+    return add_chain(tree, chain, jnp.minimum(available, chain_len), shape.path_width)
+
+
+def draft_step(target, head, state: SpecState, tt, depth, k, chain_len, shape: TreeShape) -> DraftTree:
+    """Everything a step drafts: the head's tree (or the root alone), then the chain."""
+    tree = draft_tree(target, head, state, tt, depth, k, shape) if shape.uses_head else root_only(state.root)
+    return lookup_chain(state, tree, chain_len, shape) if shape.chain_bucket else tree
 
 
 def verify_tree(target, state: SpecState, tree: DraftTree):
@@ -144,8 +170,9 @@ def accept_and_commit(target, head, state: SpecState, tree: DraftTree, logits, t
                       temperature, shape: TreeShape) -> SpecState:
     """Tree management after verification: walk the tree to the accepted path and bonus,
     compact the target cache onto that path, emit the tokens, and re-encode them into the
-    head with their true target features."""
-    embed = target.embed_tokens.weight[...]
+    head with their true target features (a step without the head logs them instead, for
+    the next head interval's catch-up)."""
+    embed = target.embed_tokens.weight[...]  # [V, H]
     n = state.target_cache.lengths  # [1]
     step_key = jax.random.fold_in(state.key, state.steps + 1)
     width = shape.path_width
@@ -160,36 +187,48 @@ def accept_and_commit(target, head, state: SpecState, tree: DraftTree, logits, t
     is_eos = jnp.isin(emit, eos_ids) & (j < count)
     first_eos = jnp.where(is_eos.any(), jnp.argmax(is_eos), width)
     emitted = jnp.minimum(jnp.minimum(count, first_eos + 1), max_new - state.count)
-    out = jax.lax.dynamic_update_slice(state.out, jnp.where(j < emitted, emit, 0), (state.count,))
+    context = jax.lax.dynamic_update_slice(state.context, jnp.where(j < emitted, emit, 0),
+                                           (state.prompt_len + state.count,))
 
-    # re-encode the committed tokens into the head with their true target features
     step_taps = taps[0][jnp.maximum(path, 0)]  # [W, 3H]
-    embeds = jnp.take(embed, emit, axis=0)[None]  # token after each committed one
-    dpos = (n[:, None] + j[None]).astype(jnp.int32)
-    draft_cache = state.draft_cache.with_lengths(n)
-    out_h, draft_cache = head(embeds, step_taps[None], dpos, draft_cache, causal_mask(1, width))
-    draft_cache = draft_cache.with_lengths(n + count)
+    draft_cache, last_out, taps_log = state.draft_cache, state.last_out, state.taps_log
+    if shape.uses_head:
+        draft_cache, last_out = reencode(head, embed, state.draft_cache, emit, step_taps, n, count)
+    elif taps_log.shape[0] > 1:  # the head catches up on these rows later (rows past count are rewritten)
+        taps_log = jax.lax.dynamic_update_slice_in_dim(taps_log, step_taps, n[0], axis=0)
 
     return SpecState(
         target_cache=cache,
         draft_cache=draft_cache,
         root=bonus,
-        last_out=out_h[0, accepted],
+        last_out=last_out,
         last_taps=step_taps[accepted],
-        out=out,
+        context=context,
         count=state.count + emitted,
         steps=state.steps + 1,
         accepted=state.accepted.at[state.steps].set(count),
         done=state.done | is_eos.any() | (state.count + emitted >= max_new),
         key=state.key,
-        taps_log=state.taps_log,
+        taps_log=taps_log,
         prompt_len=state.prompt_len,
     )
 
 
-def spec_step(target, head, state: SpecState, tt, depth, k, max_new, eos_ids, temperature, shape: TreeShape) -> SpecState:
+def reencode(head, embed, draft_cache: KVCache, emit, step_taps, n, count):
+    """The committed tokens into the head with their true target features: row j pairs the
+    features of path token j with the token after it (emit[j]). Returns the head's cache
+    committed to n + count and its output at the last committed token (the next level 1)."""
+    width = emit.shape[0]
+    embeds = jnp.take(embed, emit, axis=0)[None]  # [1, W, H]
+    dpos = (n[:, None] + jnp.arange(width)[None]).astype(jnp.int32)  # [1, W]
+    out_h, draft_cache = head(embeds, step_taps[None], dpos, draft_cache.with_lengths(n), causal_mask(1, width))
+    return draft_cache.with_lengths(n + count), out_h[0, count - 1]
+
+
+def spec_step(target, head, state: SpecState, tt, depth, k, chain_len, max_new, eos_ids, temperature,
+              shape: TreeShape) -> SpecState:
     """One speculative step: draft, verify, accept and commit (timed apart by decoding/profile.py)."""
-    tree = draft_tree(target, head, state, tt, depth, k, shape)
+    tree = draft_step(target, head, state, tt, depth, k, chain_len, shape)
     logits, taps, cache = verify_tree(target, state, tree)
     return accept_and_commit(target, head, state, tree, logits, taps, cache, max_new, eos_ids, temperature, shape)
 
@@ -207,13 +246,13 @@ def ar_step(target, state: SpecState, max_new, eos_ids, temperature) -> SpecStat
     step_key = jax.random.fold_in(state.key, state.steps + 1)
     bonus = select_token(target.logits(hidden[:, 0]), temperature, step_key)[0]  # []
     is_eos = jnp.isin(bonus, eos_ids)
-    out = jax.lax.dynamic_update_slice(state.out, bonus[None], (state.count,))
+    context = jax.lax.dynamic_update_slice(state.context, bonus[None], (state.prompt_len + state.count,))
     return dataclasses.replace(
         state,
         target_cache=cache,
         root=bonus,
         last_taps=taps[0, 0],
-        out=out,
+        context=context,
         count=state.count + 1,
         steps=state.steps + 1,
         accepted=state.accepted.at[state.steps].set(1),
@@ -235,17 +274,22 @@ def ar_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, n_
     return jax.lax.while_loop(cond, lambda s: ar_step(target, s, max_new, eos_ids, temperature), state)
 
 
-def spec_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, tt, depth, k, n_steps, max_new,
-                  eos_ids, temperature, shape: TreeShape) -> SpecState:
-    """Up to n_steps speculative steps with one action, as one while_loop."""
+def spec_interval(graphdef_t, graphdef_h, params_t, params_h, state: SpecState, tt, depth, k, chain_len, n_steps,
+                  max_new, eos_ids, temperature, shape: TreeShape) -> SpecState:
+    """Up to n_steps speculative steps with one action, as one while_loop.
+
+    A shape with the head first catches the head up on what `ar` or `ngram:L` steps
+    committed without it; a shape without the head never runs it."""
     target = nnx.merge(graphdef_t, params_t)
-    head = nnx.merge(graphdef_h, params_h)
+    head = nnx.merge(graphdef_h, params_h) if shape.uses_head else None
     start = state.steps
 
     def cond(s: SpecState):
         return ~s.done & (s.steps - start < n_steps)
 
     def body(s: SpecState):
-        return spec_step(target, head, s, tt, depth, k, max_new, eos_ids, temperature, shape)
+        return spec_step(target, head, s, tt, depth, k, chain_len, max_new, eos_ids, temperature, shape)
 
-    return jax.lax.while_loop(cond, body, catch_up_head(target, head, state))
+    if shape.uses_head:
+        state = catch_up_head(target, head, state)
+    return jax.lax.while_loop(cond, body, state)

@@ -12,29 +12,33 @@ TT bucket: k is a masked width (children and frontier slots >= k score -inf), d 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from resps_jax.errors import UserError
+from resps_jax.decoding.action import AR_ACTION, Action, format_action, max_tree_tokens, validate_actions
 from resps_jax.models.cache import KVCache
 from resps_jax.models.eagle3 import Eagle3Head
 
 NEG = -jnp.inf
-# The no-draft action `ar`: verify only the bonus token (one plain target step) while the
-# head's cache stays in sync. (TT=1, d=0, k=0) is no tree, so it never collides with one.
-AR_ACTION = (1, 0, 0)
-DEFAULT_TREE = (3, 1, 2)  # (TT, d, k) for static mode without --tree: the best static tree on held-out prompts with the CPU kernels (docs/results.md)
+DEFAULT_TREE = Action(3, 1, 2)  # (TT, d, k) for static mode without --tree: the best static tree on held-out prompts with the CPU kernels (docs/results.md)
 
 
 @dataclasses.dataclass(frozen=True)
 class TreeShape:
-    """Static limits of one compiled tree step: the widest k, deepest d, and the TT bucket."""
+    """Static limits of one compiled step: the widest k, deepest d, the head tree's TT bucket
+    (1: no head tree), the n-gram chain's length bucket (0: no chain) and the longest suffix
+    the lookup matches."""
 
     k_max: int
     d_max: int
     tt_bucket: int
+    chain_bucket: int = 0
+    ngram_match: int = 3
+
+    @property
+    def uses_head(self) -> bool:
+        return self.tt_bucket > 1
 
     @property
     def pool_size(self) -> int:
@@ -42,8 +46,13 @@ class TreeShape:
 
     @property
     def path_width(self) -> int:
-        """Longest root-to-leaf path: the root plus d_max + 1 drafted levels."""
-        return self.d_max + 2
+        """Longest root-to-leaf path: the root plus d_max + 1 drafted levels, or the chain."""
+        return max(self.d_max + 2 if self.uses_head else 1, self.chain_bucket + 1)
+
+    @property
+    def verify_rows(self) -> int:
+        """Slots of the verified tree: the head's bucket plus the chain's."""
+        return self.tt_bucket + self.chain_bucket
 
 
 @jax.tree_util.register_dataclass
@@ -139,60 +148,25 @@ def grow_tree(
     parent_slot = jnp.where(parent_pool < 0, 0, jnp.argmax(match, axis=1) + 1)
     parent_found = (parent_pool < 0) | match.any(axis=1)
 
-    tt_b = shape.tt_bucket
     tokens = jnp.concatenate([root[None].astype(jnp.int32), jnp.where(chosen, p_tokens[sel], 0)])
     parents = jnp.concatenate([jnp.zeros((1,), jnp.int32), parent_slot.astype(jnp.int32)])
     depths = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.where(chosen, p_depths[sel], 0)])
     valid = jnp.concatenate([jnp.ones((1,), bool), chosen & parent_found])
+    return finish_tree(tokens, parents, depths, valid, shape.d_max + 2)
 
-    # a node is valid only if its whole ancestry is; ancestors by following parent pointers
-    eye = jnp.eye(tt_b, dtype=bool)
+
+def finish_tree(tokens: jax.Array, parents: jax.Array, depths: jax.Array, valid: jax.Array,
+                longest_path: int) -> DraftTree:
+    """A DraftTree from parent pointers: a node stays valid only if its whole ancestry is, and
+    its ancestor row (the verify's attention mask) follows the pointers `longest_path` times."""
+    slots = tokens.shape[0]
+    eye = jnp.eye(slots, dtype=bool)
     anc, ptr, ok = eye, parents, valid
-    for _ in range(shape.path_width):
-        anc = anc | jax.nn.one_hot(ptr, tt_b, dtype=bool)
+    for _ in range(longest_path):
+        anc = anc | jax.nn.one_hot(ptr, slots, dtype=bool)
         ok = ok & valid[ptr]
         ptr = parents[ptr]
     valid = ok
     anc = jnp.where(valid[:, None], anc, eye) & (valid[None, :] | eye)
     return DraftTree(tokens=jnp.where(valid, tokens, 0), parents=jnp.where(valid, parents, 0),
                      depths=jnp.where(valid, depths, 0), valid=valid, ancestors=anc)
-
-
-def max_tree_tokens(depth: int, k: int) -> int:
-    """The most tokens (root included) `grow_tree` can place with `depth` expansions of top-`k`.
-
-    The pool holds the root's k children plus k*k per expansion (`TreeShape.pool_size`), and
-    the tree is the root plus the best pooled nodes, so 1 + k + d*k*k. A larger TT cannot be
-    filled: the verify would pad to TT with empty slots and pay for them every step.
-    """
-    return 1 + TreeShape(k_max=k, d_max=depth, tt_bucket=1).pool_size
-
-
-def validate_actions(actions: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
-    """A user-given action set, checked: non-empty, integer triples, TT >= 2, d, k >= 1 (or the
-    no-draft AR_ACTION), TT within what d and k can grow (`max_tree_tokens`), no repeats.
-
-    Every path to an action set (`generate --tree`, a config's `actions.list`, a checkpoint's
-    saved set, the engine itself) comes through here, so each check is made once."""
-    if not actions:
-        raise UserError("the action set is empty")
-    out: list[tuple[int, int, int]] = []
-    for a in actions:
-        if len(a) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in a):
-            raise UserError(f"action {list(a)!r} is not three integers (TT, d, k)")
-        tt, d, k = a
-        if (tt, d, k) != AR_ACTION and (tt < 2 or d < 1 or k < 1):
-            raise UserError(f"invalid action (TT={tt}, d={d}, k={k}): need TT >= 2, d >= 1, k >= 1")
-        if (tt, d, k) != AR_ACTION and tt > max_tree_tokens(d, k):
-            raise UserError(f"action (TT={tt}, d={d}, k={k}): depth {d} and top-k {k} grow at most "
-                            f"{max_tree_tokens(d, k)} tokens (root included), so TT can be at most "
-                            f"{max_tree_tokens(d, k)}; lower TT or raise d or k")
-        out.append((tt, d, k))
-    if len(set(out)) != len(out):
-        raise UserError("the action set repeats an action")
-    return out
-
-
-def format_action(action: Sequence[int]) -> str:
-    """'ar' for the no-draft action, else 'TT,d,k' (the action-list syntax)."""
-    return "ar" if tuple(action) == AR_ACTION else ",".join(str(v) for v in action)

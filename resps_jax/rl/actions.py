@@ -11,16 +11,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from resps_jax.decoding.tree import AR_ACTION, format_action, max_tree_tokens, validate_actions
-from resps_jax.errors import UserError
+from resps_jax.decoding.action import AR_ACTION, Action, format_action, max_tree_tokens, parse_actions, validate_actions
 
 __all__ = ["AR_ACTION", "format_action", "Action", "action_grid", "config_actions", "feasible", "paper_actions", "parse_actions", "validate_actions"]
 
 PAPER_TT = (32, 48, 64, 80, 96, 128)
 PAPER_DEPTH = (3, 4, 5, 6, 7, 8)
 PAPER_TOPK = (8, 12, 16, 20, 32)
-
-Action = tuple[int, int, int]
 
 
 def feasible(tt: int, d: int, k: int) -> bool:
@@ -30,25 +27,11 @@ def feasible(tt: int, d: int, k: int) -> bool:
 
 def action_grid(tts: Iterable[int], depths: Iterable[int], topks: Iterable[int]) -> list[Action]:
     """Every feasible (TT, d, k), in TT-major order (the paper's index order)."""
-    return [(tt, d, k) for tt, d, k in itertools.product(tts, depths, topks) if feasible(tt, d, k)]
+    return [Action(tt, d, k) for tt, d, k in itertools.product(tts, depths, topks) if feasible(tt, d, k)]
 
 
 def paper_actions() -> list[Action]:
     return action_grid(PAPER_TT, PAPER_DEPTH, PAPER_TOPK)
-
-
-def parse_actions(text: str) -> list[Action]:
-    """'ar;4,2,2;8,3,2' -> [AR_ACTION, (4, 2, 2), (8, 3, 2)], validated ('ar' drafts nothing)."""
-    actions = []
-    for part in (p for p in str(text).split(";") if p.strip()):
-        if part.strip().lower() == "ar":
-            actions.append(AR_ACTION)
-            continue
-        try:
-            actions.append(tuple(int(v) for v in part.split(",")))
-        except ValueError:
-            raise UserError(f"action {part.strip()!r}: expected TT,d,k (three integers) or 'ar'") from None
-    return validate_actions(actions)
 
 
 def config_actions(actions) -> list[Action]:

@@ -77,9 +77,10 @@ class EmaChooser:
         self.calibration = calibration
         self.decay = decay
         self.margin = margin
-        from resps_jax.decoding.tree import AR_ACTION
+        from resps_jax.decoding.action import Action
 
-        self.most_tokens = np.asarray([1 if a == AR_ACTION else a[1] + 1 for a in self.actions], np.float64)  # [A]
+        # a step emits at most its longest draft (d + 1 head levels, or the chain's L) plus the bonus
+        self.most_tokens = np.asarray([Action(*a).longest_draft + 1 for a in self.actions], np.float64)  # [A]
         self.reset()
 
     def reset(self) -> None:
@@ -88,7 +89,7 @@ class EmaChooser:
 
     def predicted_speeds(self) -> np.ndarray:
         tokens = 1.0 + self.ratio * (np.asarray(self.calibration.tokens_per_step) - 1.0)  # [A]
-        tokens = np.minimum(tokens, self.most_tokens)  # a depth-d tree emits at most d + 1 a step
+        tokens = np.minimum(tokens, self.most_tokens)
         return tokens / np.maximum(np.asarray(self.calibration.relative_cost), 1e-9)
 
     def decide(self, taps: np.ndarray) -> int:
