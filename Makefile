@@ -39,7 +39,7 @@ DEMO_PROMPT := Explain in three sentences why the sky is blue.
 
 demo: $(RUNTIME_STAMP)
 	$(PY) -m resps_jax.generate --model smollm2 --mode ar --max-new-tokens 128 --prompt "$(DEMO_PROMPT)"
-	$(PY) -m resps_jax.generate --model smollm2 --draft smollm2 --mode static --max-new-tokens 128 \
+	$(PY) -m resps_jax.generate --model smollm2 --draft smollm2 --mode static --max-new-tokens 128 --compare-ar \
 		--prompt "$(DEMO_PROMPT)"
 	$(PY) -m resps_jax.train --config smollm2 --config.workdir=$(DEMO_RUN) --config.rl.init_from=smollm2 \
 		--config.rl.reward=modeled --config.rl.questions=$(DEMO_QUESTIONS) --resume

@@ -1,13 +1,13 @@
-"""Greedy losslessness on the benchmark files: static trees vs our AR, token by token.
+"""Greedy losslessness on the benchmark files: static actions vs our AR, token by token.
 
 For every prompt (first turn) of the five benchmark sets, decodes with AR and with each
-tree shape and compares the tokens. A divergence is explained or not: the target's top-2
+static action (head trees, n-gram chains, both) and compares the tokens. A divergence is explained or not: the target's top-2
 logit gap at the first differing position is computed, and one below 1e-4 is a
 floating-point near-tie (with XLA's dot, tree verification batches the same math
 differently; the CPU kernels are batch-invariant, so there a divergence of any kind is a
 bug); anything else would be a bug. Prints counts per benchmark and tree, and the worst gap.
 
-    python benchmarks/lossless_check.py [--per-benchmark 80] [--trees "8,3,2;16,4,4;7,5,1"]
+    python benchmarks/lossless_check.py [--per-benchmark 80] [--trees "8,3,2;ngram:4;3,1,2+ngram:4"]
         [--benchmarks mt_bench,sum] [--log docs/lossless_log.jsonl]   # resumable: a rerun skips what the log holds
         [--policy WORKDIR] [--cycle "ar;4,2,2;8,3,2"] [--interval 4] [--matmul kernel|xla] [--dtype bfloat16]
 
@@ -30,7 +30,7 @@ from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngin
 from resps_jax.models.cache import KVCache
 from resps_jax.models.llama import causal_mask
 from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
-from resps_jax.decoding.tree import format_action
+from resps_jax.decoding.action import action_json, format_action
 from resps_jax.prompting import encode_prompt, eos_token_ids
 from resps_jax.rl.actions import parse_actions
 from resps_jax.rl.checkpoint import load_policy
@@ -68,8 +68,8 @@ def main() -> None:
     target = load_target("smollm2", jnp.dtype(args.dtype))
     engine = Engine(target.model, matmul=args.matmul)
     head = load_eagle3(resolve_draft_folder(args.draft), target.cfg)
-    trees = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";") if t.strip()]
-    decoders = {tree: (SpeculativeEngine(engine, head, [tree]), None) for tree in trees}
+    decoders = {label(action_json(a)): (SpeculativeEngine(engine, head if a.uses_head else None, [a]), None)
+                for a in parse_actions(args.trees)}
     if args.policy:
         agent, meta = load_policy(args.policy)
         decoders["resps"] = (SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"]))), agent.decide)
@@ -87,7 +87,7 @@ def main() -> None:
     done = {(r["benchmark"], r["question_id"], label(r["tree"])) for r in records}
     for name in args.benchmarks.split(","):
         for q in load_benchmark(name, limit=args.per_benchmark):
-            todo = [key for key in decoders if (name, q.question_id, label(key)) not in done]
+            todo = [key for key in decoders if (name, q.question_id, key) not in done]
             if not todo:
                 continue
             ids = encode_prompt(target.tokenizer, q.turns[0])
@@ -100,7 +100,7 @@ def main() -> None:
                     result = spec.generate(ids, gen, eos, policy=policy, interval=args.interval)
                 out = result.token_ids
                 record = {"benchmark": name, "question_id": q.question_id,
-                          "tree": key if isinstance(key, str) else list(key), "identical": out == ar}
+                          "tree": key if policy is not None else action_json(spec.actions[0]), "identical": out == ar}
                 if policy is not None:
                     record["actions"] = [format_action(a) for a in result.actions]
                 if out != ar:
@@ -124,7 +124,8 @@ def main() -> None:
 
 
 def label(tree) -> str:
-    """A decoder's name in logs and reports: '(8, 3, 2)' for a static tree, else its name."""
+    """A decoder's name in logs and reports: '(8, 3, 2)' for a head tree alone (a logged
+    [TT, d, k]), else its name ('ngram:4', '3,1,2+ngram:4', 'resps', 'cycle')."""
     return tree if isinstance(tree, str) else str(tuple(tree))
 
 

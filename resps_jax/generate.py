@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-len", type=int, help="KV cache length (default: sized per prompt)")
     p.add_argument("--truncate-prompt", action="store_true", help="left-truncate prompts that do not fit")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    p.add_argument("--compare-ar", action="store_true",
+                   help="static/resps modes: also decode each prompt with plain AR (warm) and report its speed "
+                        "beside the speculative one, and whether the tokens are identical")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return p
 
@@ -151,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             result = run(ids)
             compile_seconds = max(0.0, compile_seconds - result.seconds)
         answer = target.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        ar_result = None
+        if args.compare_ar and decoder is not engine:
+            ar_result = engine.generate(ids, gen, eos)  # compiles here: the first call is not the one timed
+            ar_result = engine.generate(ids, gen, eos)
         if not is_writer():
             continue
         if args.json:
@@ -170,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                 "compile_seconds": round(compile_seconds, 3),
                 "mode": args.mode,
             }
+            if ar_result is not None:
+                record["ar_tokens_per_second"] = round(ar_result.tokens_per_second, 2)
+                if args.temperature == 0:  # sampled runs draw other random numbers: only their law is AR's
+                    record["identical_to_ar"] = ar_result.token_ids == result.token_ids
             print(json.dumps(record), flush=True)
         else:
             print(answer, flush=True)
@@ -177,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{result.new_tokens} tokens in {result.seconds:.2f}s, "
                 f"{result.tokens_per_second:.1f} tok/s, mode {args.mode}"
                 + (f", {compile_seconds:.1f}s compiling apart" if compile_seconds else "")
+                + (f", action {format_action(result.actions[0])}" if args.mode == "static" else "")
                 + (f", actions {' '.join(format_action(a) for a in result.actions)}" if args.mode == "resps" else "")
+                + (f"; AR {ar_result.tokens_per_second:.1f} tok/s, {result.tokens_per_second / ar_result.tokens_per_second:.2f}x"
+                   + (f", {'identical to' if ar_result.token_ids == result.token_ids else 'differs from'} AR"
+                      if args.temperature == 0 else "")
+                   if ar_result is not None else "")
                 + "]",
                 file=sys.stderr,
             )

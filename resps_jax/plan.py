@@ -27,13 +27,14 @@ GIB = 1 << 30
 
 @dataclasses.dataclass(frozen=True)
 class TreeLimits:
-    tt_max: int
+    tt_max: int  # verified rows: the head's TT plus any n-gram chain
     d_max: int
     k_max: int
+    chain_max: int = 0
 
     @property
     def margin(self) -> int:  # what SpeculativeEngine reserves past the committed text
-        return self.tt_max + self.d_max + 2
+        return self.tt_max + max(self.d_max + 2, self.chain_max + 1)
 
 
 @dataclasses.dataclass
@@ -167,11 +168,12 @@ def _tree_limits(config) -> TreeLimits:
         from resps_jax.rl.actions import config_actions
 
         actions = config_actions(config.actions)
-        return TreeLimits(*(max(a[i] for a in actions) for i in range(3)))
-    from resps_jax.decoding.tree import DEFAULT_TREE
+    else:
+        from resps_jax.decoding.tree import DEFAULT_TREE
 
-    tt, d, k = DEFAULT_TREE
-    return TreeLimits(tt, d, k)
+        actions = [DEFAULT_TREE]
+    return TreeLimits(max(a.verify_rows for a in actions), max(a.depth for a in actions),
+                      max(a.topk for a in actions), max(a.ngram for a in actions))
 
 
 def host_memory_gib() -> float:

@@ -28,13 +28,15 @@ DEFAULT_TREE = Action(3, 1, 2)  # (TT, d, k) for static mode without --tree: the
 class TreeShape:
     """Static limits of one compiled step: the widest k, deepest d, the head tree's TT bucket
     (1: no head tree), the n-gram chain's length bucket (0: no chain) and the longest suffix
-    the lookup matches."""
+    the lookup matches; with `ngram_min` > 1 a shorter match proposes nothing, and a step
+    whose lookup found nothing verifies the head's tree (or the root) alone."""
 
     k_max: int
     d_max: int
     tt_bucket: int
     chain_bucket: int = 0
     ngram_match: int = 3
+    ngram_min: int = 1
 
     @property
     def uses_head(self) -> bool:

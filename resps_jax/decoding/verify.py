@@ -31,7 +31,44 @@ def target_distribution(logits: jax.Array, temperature: jax.Array) -> jax.Array:
 def walk_tree(
     tree: DraftTree, logits: jax.Array, temperature: jax.Array, key: jax.Array, path_width: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """logits [TT, V] at the tree slots -> (path [W] slots, -1 padded; accepted drafts a; bonus)."""
+    """logits [TT, V] at the tree slots -> (path [W] slots, -1 padded; accepted drafts a; bonus).
+
+    Greedy decoding takes `greedy_walk`, the same rule on the slots' argmax tokens: one pass
+    over the logits instead of a softmax and a one-hot over the vocabulary per level.
+    """
+    return jax.lax.cond(temperature > 0,
+                        lambda: sampled_walk(tree, logits, temperature, key, path_width),
+                        lambda: greedy_walk(tree, logits, path_width))
+
+
+def greedy_walk(tree: DraftTree, logits: jax.Array, path_width: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The walk at temperature 0: at each node accept the child whose token is the target's
+    argmax there (siblings are distinct tokens, so at most one), else stop; the bonus is the
+    argmax at the last node. The sampled walk at temperature 0 takes exactly these steps."""
+    tt = tree.tokens.shape[0]
+    best = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [TT] the target's token after each slot
+    slot = jnp.arange(tt)
+
+    def level(i, carry):
+        node, done, accepted, path = carry
+        take = tree.valid & (tree.parents == node) & (slot != 0) & (tree.tokens == best[node])  # [TT]
+        go = ~done & take.any()
+        nxt = jnp.argmax(take).astype(jnp.int32)
+        path = jnp.where(go, path.at[accepted + 1].set(nxt), path)
+        return jnp.where(go, nxt, node), done | ~go, accepted + go.astype(jnp.int32), path
+
+    path = jnp.full((path_width,), -1, jnp.int32).at[0].set(0)
+    node, _, accepted, path = jax.lax.fori_loop(
+        0, path_width - 1, level, (jnp.int32(0), jnp.bool_(False), jnp.int32(0), path)
+    )
+    return path, accepted, best[node]
+
+
+def sampled_walk(
+    tree: DraftTree, logits: jax.Array, temperature: jax.Array, key: jax.Array, path_width: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The walk for any temperature (module docstring): sampling without replacement among
+    each node's children, then the bonus from the residual."""
     tt = tree.tokens.shape[0]
     slot = jnp.arange(tt)
 
