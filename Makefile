@@ -35,6 +35,8 @@ $(STAMP): $(RUNTIME_STAMP)
 RESPS_JAX_CACHE ?= $(HOME)/.cache/resps_jax
 DEMO_RUN ?= $(RESPS_JAX_CACHE)/runs/smollm2-demo
 DEMO_QUESTIONS ?= 1040
+# the shipped policy's own action set (configs/smollm2.py's set has the n-gram actions since)
+POLICY_ACTIONS := ar;2,1,1;3,1,2;6,2,3;10,3,3;12,4,3;16,4,4
 DEMO_PROMPT := Explain in three sentences why the sky is blue.
 
 demo: $(RUNTIME_STAMP)
@@ -42,8 +44,9 @@ demo: $(RUNTIME_STAMP)
 	$(PY) -m resps_jax.generate --model smollm2 --draft smollm2 --mode static --max-new-tokens 128 --compare-ar \
 		--prompt "$(DEMO_PROMPT)"
 	$(PY) -m resps_jax.train --config smollm2 --config.workdir=$(DEMO_RUN) --config.rl.init_from=smollm2 \
-		--config.rl.reward=modeled --config.rl.questions=$(DEMO_QUESTIONS) --resume
-	$(PY) -m resps_jax.evaluate --config smollm2 --config.workdir=$(DEMO_RUN) --config.rl.reward=modeled --questions 1 \
+		"--config.actions.list=$(POLICY_ACTIONS)" --config.rl.reward=modeled --config.rl.questions=$(DEMO_QUESTIONS) --resume
+	$(PY) -m resps_jax.evaluate --config smollm2 --config.workdir=$(DEMO_RUN) "--config.actions.list=$(POLICY_ACTIONS)" \
+		--config.rl.reward=modeled --questions 1 \
 		--methods "ar;static:3,1,2;eagle3:60,5,10;resps;resps_argmax"
 
 # A SmolLM2 head of your own (train_draft's default run, ~3 h here; resumes when interrupted),

@@ -22,7 +22,7 @@ import time
 
 from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark
 from resps_jax.decoding.action import Action, format_action, parse_actions
-from resps_jax.decoding.engine import NGRAM_MATCH, NGRAM_MIN, Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
+from resps_jax.decoding.engine import NGRAM_MATCH, Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
 from resps_jax.models.cache import plan_cache_length
 from resps_jax.models.loading import f32_gguf, load_eagle3, load_target, resolve_draft_folder, smollm2_gguf
 from resps_jax.prompting import encode_prompt, eos_token_ids
@@ -177,8 +177,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ngram-match", type=int, default=NGRAM_MATCH,
                         help="our lookup's longest matched suffix (tokens)")
-    parser.add_argument("--ngram-min", type=int, default=NGRAM_MIN,
-                        help="the shortest match that proposes a chain; a step without one verifies fewer rows")
     parser.add_argument("--cache", choices=("fit", "fixed"), default="fit",
                         help="fit: each prompt's cache sized as generate sizes it (prompt + new tokens + the "
                              "largest action's margin, rounded up to 128), the same for every decoder; "
@@ -239,7 +237,7 @@ def main() -> None:
     for action in actions:
         for weights in draft_weights if action.uses_head else [None]:
             spec = SpeculativeEngine(engine, head if action.uses_head else None, [action], draft_weights=weights,
-                                     ngram_match=args.ngram_match, ngram_min=args.ngram_min)
+                                     ngram_match=args.ngram_match)
             name = format_action(action) + {"bfloat16": " bf16 head", "float32": " f32 head"}.get(weights, "")
             rows.append(run_decoder(name, lambda ids, s=spec: s.generate(ids, gen, eos), prompts, sets,
                                     capacity_of, ar_outputs))
@@ -258,7 +256,7 @@ def main() -> None:
 
     print(f"\nSmolLM2-135M-Instruct f32" + (f" + EAGLE-3 head ({args.draft})" if head is not None else "")
           + f"; {source}, {args.new_tokens} new tokens max, temperature {args.temperature:g}, cache {args.cache}, "
-          f"lookup suffix {args.ngram_min}..{args.ngram_match}")
+          f"lookup suffix <= {args.ngram_match}")
     print(f"{'decoder':<36}{'tok/s':>8}{'tok/step':>10}{'vs AR':>8}{'identical':>11}{'step cost':>11}")
     for row in rows:
         print(_fmt(row["decoder"], summary(row["runs"]), ar))
@@ -280,7 +278,7 @@ def main() -> None:
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"source": source, "temperature": args.temperature, "new_tokens": args.new_tokens,
-                       "ngram_match": args.ngram_match, "ngram_min": args.ngram_min, "rows": rows}, f, indent=1)
+                       "ngram_match": args.ngram_match, "rows": rows}, f, indent=1)
 
 
 def _cell(runs: list[dict], ar_runs: list[dict], key: str, name: str | None) -> str:

@@ -19,16 +19,22 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.seed = 0
 
     # CPU action set for the kernels, chosen from the cost-acceptance front that
-    # benchmarks/spec_decode.py measured on training questions (docs/results.md, "The action
-    # set for the kernels"): a tree step costs 1.27-2.16 AR steps here and the head drafts
-    # 1.4-2.2 tokens a step, so the set keeps `ar` and six small trees (2/1/1 to 16/4/4);
-    # EAGLE-3's 60-node GPU trees cost ~4x an AR step on this CPU and are left out.
+    # benchmarks/spec_decode.py measured on 16 training questions (docs/results.md, "n-gram
+    # drafting"): `ar`, the six head trees of the earlier set (2/1/1 to 16/4/4; a tree step
+    # costs 1.1-2.0 AR steps here and the head drafts 1.4-2.0 tokens a step), and the
+    # prompt-lookup chains and hybrids on the front: ngram:2 and ngram:4 alone (no head pass),
+    # and 3/1/2 and 6/2/3 with a chain of 4, 6/2/3 with one of 8 (2.2-2.7 tokens a step).
+    # Twelve step executables, the engine's budget. EAGLE-3's 60-node GPU trees cost ~4x an AR
+    # step on this CPU and are left out. The shipped policy smollm2-v5 was trained on the
+    # earlier set (`ar;2,1,1;3,1,2;6,2,3;10,3,3;12,4,3;16,4,4`); `make demo` continues it with
+    # that set, and a policy over the drafters is the next step.
     c.draft_model = "smollm2"  # the head shipped in resps_jax/heads/; "smollm2-trained": train_draft's own
     c.baselines = "60,5,10;60,7,10"  # EAGLE-3 as the paper ran it; EAGLE's library default
     c.actions = ConfigDict()
     # `ar` drafts nothing for its interval (plain target steps; the head catches up later), so a
     # policy can decline to speculate where no tree pays.
-    c.actions.list = "ar;2,1,1;3,1,2;6,2,3;10,3,3;12,4,3;16,4,4"
+    c.actions.list = ("ar;2,1,1;3,1,2;6,2,3;10,3,3;12,4,3;16,4,4;ngram:2;ngram:4;3,1,2+ngram:4;6,2,3+ngram:4;"
+                      "6,2,3+ngram:8")
     c.actions.interval_train = 10
     c.actions.interval_eval = 30
 

@@ -120,7 +120,9 @@ def test_ar_loop_moves_no_cache_buffer(engine, batch):
 
 @pytest.mark.parametrize("text", ["8,3,2", "8,3,2+ngram:4"])
 def test_tree_interval_moves_no_target_cache_buffer(engine, text):
-    """Tree verify (T = TT new tokens, plus the chain's) and commit_path's compaction, in the interval's loop."""
+    """Tree verify (T = TT new tokens, plus the chain's) and commit_path's compaction, in the
+    interval's loop. (A lax.cond between a verify with and without the chain rows failed
+    this: XLA copied every layer's K and V each step.)"""
     from resps_jax.decoding.action import parse_action
 
     _, head = random_pair(SMALL)

@@ -22,15 +22,14 @@ import jax.numpy as jnp
 from resps_jax.decoding.tree import DraftTree, finish_tree
 
 
-def ngram_chain(context: jax.Array, end: jax.Array, max_match: int, length: int,
-                min_match: int = 1) -> tuple[jax.Array, jax.Array]:
+def ngram_chain(context: jax.Array, end: jax.Array, max_match: int, length: int) -> tuple[jax.Array, jax.Array]:
     """The lookup: (chain [length] tokens, how many of them are real []).
 
     context [S] int32 holds the text by position; `end` is the position of its last token
     (the root: sampled by the target, not yet verified). The match is the longest suffix
     of up to `max_match` tokens ending at `end` that also ends at an earlier position p
     (ties: the latest p); the chain is context[p + 1 .. p + length], cut at `end` (only
-    known tokens). No match of at least `min_match` tokens: zero real tokens.
+    known tokens). No match (not even the last token alone): zero real tokens.
     """
     size = context.shape[0]
     p = jnp.arange(size)  # [S] candidate end positions of an earlier occurrence
@@ -43,7 +42,7 @@ def ngram_chain(context: jax.Array, end: jax.Array, max_match: int, length: int,
         match_len = match_len + run.astype(jnp.int32)
     score = jnp.where(match_len > 0, match_len * size + p, -1)  # longest, then latest
     best = jnp.argmax(score)
-    found = match_len[best] >= min_match
+    found = score[best] >= 0
     available = jnp.where(found, jnp.minimum(end - best, length), 0).astype(jnp.int32)
     chain = jnp.take(context, best + 1 + jnp.arange(length), mode="clip")  # [length]
     return chain.astype(jnp.int32), available

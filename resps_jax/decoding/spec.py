@@ -144,7 +144,7 @@ def lookup_chain(state: SpecState, tree: DraftTree, chain_len, shape: TreeShape)
     """The n-gram lookup over the text so far, its chain (at most `chain_len` real tokens)
     hung from the tree's root: shape.verify_rows slots."""
     end = state.prompt_len + state.count - 1  # the root's position
-    chain, available = ngram_chain(state.context, end, shape.ngram_match, shape.chain_bucket, shape.ngram_min)
+    chain, available = ngram_chain(state.context, end, shape.ngram_match, shape.chain_bucket)
     return add_chain(tree, chain, jnp.minimum(available, chain_len), shape.path_width)
 
 
@@ -164,25 +164,6 @@ def verify_tree(target, state: SpecState, tree: DraftTree):
     positions = (n[:, None] + tree.depths[None]).astype(jnp.int32)  # [1, TT]
     hidden, taps, cache = target(tree.tokens[None], positions, state.target_cache, tree.ancestors[None])
     return target.logits(hidden[0]), taps, cache
-
-
-def verify_step(target, state: SpecState, tree: DraftTree, shape: TreeShape):
-    """verify_tree, except that a gated chain that found nothing (ngram_min > 1) verifies only
-    the head's slots (the root alone without the head): fewer rows for the same result, the
-    chain rows' logits and features left zero (the walk never reaches invalid slots)."""
-    if not (shape.chain_bucket and shape.ngram_min > 1):
-        return verify_tree(target, state, tree)
-    head_slots = shape.tt_bucket
-
-    def without_chain():
-        part = DraftTree(tokens=tree.tokens[:head_slots], parents=tree.parents[:head_slots],
-                         depths=tree.depths[:head_slots], valid=tree.valid[:head_slots],
-                         ancestors=tree.ancestors[:head_slots, :head_slots])
-        logits, taps, cache = verify_tree(target, state, part)
-        pad = shape.verify_rows - head_slots
-        return (jnp.pad(logits, ((0, pad), (0, 0))), jnp.pad(taps, ((0, 0), (0, pad), (0, 0))), cache)
-
-    return jax.lax.cond(tree.valid[head_slots:].any(), lambda: verify_tree(target, state, tree), without_chain)
 
 
 def accept_and_commit(target, head, state: SpecState, tree: DraftTree, logits, taps, cache, max_new, eos_ids,
@@ -248,7 +229,7 @@ def spec_step(target, head, state: SpecState, tt, depth, k, chain_len, max_new, 
               shape: TreeShape) -> SpecState:
     """One speculative step: draft, verify, accept and commit (timed apart by decoding/profile.py)."""
     tree = draft_step(target, head, state, tt, depth, k, chain_len, shape)
-    logits, taps, cache = verify_step(target, state, tree, shape)
+    logits, taps, cache = verify_tree(target, state, tree)
     return accept_and_commit(target, head, state, tree, logits, taps, cache, max_new, eos_ids, temperature, shape)
 
 

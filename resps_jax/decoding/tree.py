@@ -21,22 +21,22 @@ from resps_jax.models.cache import KVCache
 from resps_jax.models.eagle3 import Eagle3Head
 
 NEG = -jnp.inf
-DEFAULT_TREE = Action(3, 1, 2)  # (TT, d, k) for static mode without --tree: the best static tree on held-out prompts with the CPU kernels (docs/results.md)
+# static mode's action without --tree: the head's 6/2/3 tree with a prompt-lookup chain of 4, the best
+# static action on training questions with the CPU kernels (docs/results.md, "n-gram drafting")
+DEFAULT_TREE = Action(6, 2, 3, 4)
 
 
 @dataclasses.dataclass(frozen=True)
 class TreeShape:
     """Static limits of one compiled step: the widest k, deepest d, the head tree's TT bucket
     (1: no head tree), the n-gram chain's length bucket (0: no chain) and the longest suffix
-    the lookup matches; with `ngram_min` > 1 a shorter match proposes nothing, and a step
-    whose lookup found nothing verifies the head's tree (or the root) alone."""
+    the lookup matches."""
 
     k_max: int
     d_max: int
     tt_bucket: int
     chain_bucket: int = 0
     ngram_match: int = 3
-    ngram_min: int = 1
 
     @property
     def uses_head(self) -> bool:
