@@ -73,7 +73,9 @@ def test_chain_alone_is_a_path_from_the_root():
 # ------------------------------------------------------------ greedy: identical to AR
 
 
-@pytest.mark.parametrize("actions", ["ngram:4", "3,1,2+ngram:4", "16,4,4+ngram:8",
+# the default suite keeps a hybrid and the policy cycling through all kinds; `make test-all` the rest
+@pytest.mark.parametrize("actions", [pytest.param("ngram:4", marks=pytest.mark.slow), "3,1,2+ngram:4",
+                                     pytest.param("16,4,4+ngram:8", marks=pytest.mark.slow),
                                      "ar;ngram:2;6,2,3+ngram:4;3,1,1;ngram:8"])
 def test_ngram_actions_greedy_equal_ar_and_accept_chains(actions):
     target, head = random_pair(REPEATING, seed=1, draft_vocab=8)

@@ -322,16 +322,22 @@ def test_a_policy_version_that_left_the_package_says_which_commit_keeps_it(versi
 
 
 def test_the_policy_shipped_for_smollm2_matches_its_config():
-    """The committed policy (resps_jax/policies/) restores against configs/smollm2.py's actions and state."""
+    """The committed policy (resps_jax/policies/) restores against the action set `make demo`
+    continues it with (the Makefile's POLICY_ACTIONS: its own, a subset of configs/smollm2.py's
+    since the n-gram actions joined that) and the config's state and network."""
     from resps_jax.config_cli import parse_config_args, resolve_config_argv
     from resps_jax.policies import POLICIES_DIR, shipped_policy_folder
-    from resps_jax.rl.actions import config_actions
+    from resps_jax.rl.actions import config_actions, parse_actions
     from resps_jax.rl.checkpoint import check_compatible, load_policy, locate
 
     if shipped_policy_folder("smollm2") is None:
         pytest.skip("no SmolLM2 policy ships in this checkout")
     config = parse_config_args(resolve_config_argv(["--config", "smollm2"]))[0]
-    actions, hidden = config_actions(config.actions), tuple(int(w) for w in config.rl.hidden.split(","))
+    makefile = (REPO / "Makefile").read_text()
+    actions = parse_actions(re.search(r"^POLICY_ACTIONS := (.+)$", makefile, re.M).group(1))
+    assert set(actions) <= set(config_actions(config.actions))
+    assert f'"--config.actions.list=$(POLICY_ACTIONS)"' in makefile  # the demo's train and evaluate pass it
+    hidden = tuple(int(w) for w in config.rl.hidden.split(","))
     # the default name, and the exact version it stands for (the only one the package ships)
     loaded = {name: load_policy(name) for name in ["smollm2", *sorted(f.name for f in POLICIES_DIR.glob("smollm2-v*"))]}
     assert len(loaded) == 2
