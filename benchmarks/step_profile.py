@@ -25,18 +25,11 @@ def main() -> None:
     from resps_jax.runtime import setup_runtime
 
     setup_runtime()
-    from resps_jax.data.prompts import load_training_prompts
     from resps_jax.decoding.action import AR_ACTION, parse_actions
-    from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
-    from resps_jax.decoding.profile import PIECES, step_breakdown
-    from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
-    from resps_jax.prompting import encode_prompt
+    from resps_jax.decoding.engine import SpeculativeEngine
+    from resps_jax.decoding.profile import PIECES, smollm2_fixture, step_breakdown
 
-    target = load_target("smollm2")
-    head = load_eagle3(resolve_draft_folder("smollm2"), target.cfg)
-    engine = Engine(target.model)
-    ids = encode_prompt(target.tokenizer, load_training_prompts("sharegpt", seed=42)[args.question][0])
-    gen = GenerationConfig(max_new_tokens=128, cache_len=512)
+    engine, head, ids, gen = smollm2_fixture(args.question)
     rows = []
     for action in parse_actions(args.actions):
         spec = SpeculativeEngine(engine, head, [AR_ACTION, action])

@@ -21,19 +21,12 @@ def main() -> None:
     from resps_jax.runtime import setup_runtime
 
     setup_runtime()
-    from resps_jax.data.prompts import load_training_prompts
-    from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
-    from resps_jax.decoding.profile import step_breakdown
+    from resps_jax.decoding.engine import SpeculativeEngine
+    from resps_jax.decoding.profile import smollm2_fixture, step_breakdown
     from resps_jax.decoding.tree import AR_ACTION
-    from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
-    from resps_jax.prompting import encode_prompt
     from resps_jax.rl.actions import parse_actions
 
-    target = load_target("smollm2")
-    head = load_eagle3(resolve_draft_folder("smollm2"), target.cfg)
-    engine = Engine(target.model)
-    ids = encode_prompt(target.tokenizer, load_training_prompts("sharegpt", seed=42)[args.question][0])
-    gen = GenerationConfig(max_new_tokens=128, cache_len=512)
+    engine, head, ids, gen = smollm2_fixture(args.question)
     for weights in ("float32", "bfloat16"):
         for action in parse_actions(args.trees):
             spec = SpeculativeEngine(engine, head, [AR_ACTION, action], draft_weights=weights)

@@ -35,6 +35,21 @@ NO_EOS = np.asarray((-1,), np.int32)  # profiling never stops early
 NO_LIMIT = np.int32(1 << 20)
 
 
+def smollm2_fixture(question: int = 3000):
+    """(engine, head, prompt ids, GenerationConfig) the step probes share: SmolLM2 with the
+    shipped head on the kernels, ShareGPT training question `question` of the seed-42
+    shuffle (never a benchmark prompt), a 512-slot cache and room for 128 new tokens."""
+    from resps_jax.data.prompts import load_training_prompts
+    from resps_jax.decoding.engine import Engine
+    from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
+    from resps_jax.prompting import encode_prompt
+
+    target = load_target("smollm2")
+    head = load_eagle3(resolve_draft_folder("smollm2"), target.cfg)
+    ids = encode_prompt(target.tokenizer, load_training_prompts("sharegpt", seed=42)[question][0])
+    return Engine(target.model), head, ids, GenerationConfig(max_new_tokens=128, cache_len=512)
+
+
 def seconds_per_call(fn: Callable, make_args: Callable[[], tuple], calls: int) -> float:
     """Best of 3 mean seconds over `calls` back-to-back calls, each on its own fresh inputs
     (made before the clock starts, so donated buffers are never shared)."""
