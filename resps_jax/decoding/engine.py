@@ -303,7 +303,6 @@ class SpeculativeEngine:
         self.k_max = max((a.topk for a in trees), default=1)
         self.d_max = max((a.depth for a in trees), default=1)
         self.buckets = tt_buckets(trees) if trees else ()
-        self.chain_buckets = tuple(sorted({a.ngram for a in self.actions if a.ngram}))
         self.head_cfg = head.cfg if head is not None else None
         self.shapes = {self.shape_key(a): TreeShape(self.k_max, self.d_max, *self.shape_key(a), ngram_match)
                        for a in self.actions if a != AR_ACTION}
