@@ -17,7 +17,7 @@ from resps_jax.errors import UserError
 from resps_jax.models.cache import KVCache
 from resps_jax.models.config import LlamaConfig
 from resps_jax.models.tiny import random_pair
-from test_spec import chi2_pvalue, exact_three_token_law, make_tree
+from test_spec import exact_three_token_law, fit_to_law, make_tree
 
 # a vocabulary of 8: a random model's greedy text repeats itself, so chains get accepted
 REPEATING = LlamaConfig(vocab_size=8, hidden_size=32, intermediate_size=64, num_layers=4, num_heads=4,
@@ -183,19 +183,8 @@ def test_hybrid_tree_with_shared_nodes_samples_exactly_as_plain_sampling():
     outs, steps = np.concatenate([np.asarray(o) for o in outs]), np.concatenate([np.asarray(s) for s in steps])
     assert (steps < 3).mean() > 0.3  # drafts were accepted: multi-token paths were exercised
     exact = exact_three_token_law(engine, target, prompt)
-    pvalue, tv = chi2_pvalue_of_samples(outs, exact)
+    pvalue, tv = fit_to_law(outs, exact)
     assert pvalue > 1e-3 and tv < 0.05, (pvalue, tv)
-
-
-def chi2_pvalue_of_samples(outs: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
-    cells = outs[:, 0] * 36 + outs[:, 1] * 6 + outs[:, 2]
-    observed = np.bincount(cells, minlength=216)
-    expected = exact * len(cells)
-    big = expected >= 5
-    obs, exp = observed[big], expected[big]
-    if (~big).any():
-        obs, exp = np.append(obs, observed[~big].sum()), np.append(exp, expected[~big].sum())
-    return chi2_pvalue(obs, exp), 0.5 * float(np.abs(observed / len(cells) - exact).sum())
 
 
 # --------------------------------------------------------------- syntax and shapes

@@ -161,7 +161,12 @@ def _three_sampled_tokens_vs_exact_law(schedule) -> tuple[float, float, np.ndarr
     outs, steps = zip(*(run(keys[i : i + 5000]) for i in range(0, 20_000, 5000)))
     outs, steps = np.concatenate([np.asarray(o) for o in outs]), np.concatenate([np.asarray(s) for s in steps])
 
-    exact = exact_three_token_law(engine, target, prompt)
+    return (*fit_to_law(outs, exact_three_token_law(engine, target, prompt)), steps)
+
+
+def fit_to_law(outs: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
+    """[N, 3] sampled tokens (vocabulary 6) against the exact [216] law: (chi-square p-value
+    over cells with expectation >= 5, the rare ones pooled into one; total variation)."""
     cells = outs[:, 0] * 36 + outs[:, 1] * 6 + outs[:, 2]
     observed = np.bincount(cells, minlength=216)
     expected = exact * len(cells)
@@ -169,7 +174,7 @@ def _three_sampled_tokens_vs_exact_law(schedule) -> tuple[float, float, np.ndarr
     obs, exp = observed[big], expected[big]
     if (~big).any():  # pool the rare outcomes into one cell
         obs, exp = np.append(obs, observed[~big].sum()), np.append(exp, expected[~big].sum())
-    return chi2_pvalue(obs, exp), 0.5 * np.abs(observed / len(cells) - exact).sum(), steps
+    return chi2_pvalue(obs, exp), 0.5 * float(np.abs(observed / len(cells) - exact).sum())
 
 
 def exact_three_token_law(engine, target, prompt: list[int]) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from resps_jax.decoding.tree import DraftTree, finish_tree
+from resps_jax.decoding.tree import DraftTree, children, finish_tree
 
 
 def ngram_chain(context: jax.Array, end: jax.Array, max_match: int, length: int) -> tuple[jax.Array, jax.Array]:
@@ -63,13 +63,12 @@ def add_chain(tree: DraftTree, chain: jax.Array, chain_len: jax.Array, longest_p
     previous chain token. `longest_path` bounds root-to-leaf paths (ancestor pointer hops).
     """
     slots = tree.tokens.shape[0]
-    slot = jnp.arange(slots)
     length = chain.shape[0]
 
     def place(carry, j):
         node, on_tree, prev = carry  # head slot the chain has reached, still sharing it, last chain slot
         live = j < chain_len
-        match = tree.valid & (tree.parents == node) & (slot != 0) & (tree.tokens == chain[j])  # [T]
+        match = children(tree, node) & (tree.tokens == chain[j])  # [T]
         shared = on_tree & live & match.any()
         parent = jnp.where(on_tree, node, prev)
         new = live & ~shared

@@ -134,9 +134,11 @@ def step_breakdown(spec: SpeculativeEngine, prompt_ids: list[int], gen: Generati
     count = (accepted + 1)[None]
     emit = jnp.zeros((width,), jnp.int32)
     step_taps = taps[0][jnp.maximum(path, 0)]
-    ms = {
-        "drafting": seconds_per_call(drafting, lambda: (params_t, params_h, state, *limits), calls),
-        "lookup": seconds_per_call(lookup, lambda: (state, drafting(params_t, params_h, state, *limits)), calls),
+    ms = {  # a piece the action does not run (no head, no chain) costs 0 and is not timed
+        "drafting": seconds_per_call(drafting, lambda: (params_t, params_h, state, *limits), calls)
+        if shape.uses_head else 0.0,
+        "lookup": seconds_per_call(lookup, lambda: (state, drafting(params_t, params_h, state, *limits)), calls)
+        if shape.chain_bucket else 0.0,
         "verification": seconds_per_call(verification, lambda: (params_t, state, tree, fresh(state.target_cache)),
                                          calls),
         "walk": seconds_per_call(walk, lambda: (tree, logits, state.key), calls),
@@ -145,10 +147,6 @@ def step_breakdown(spec: SpeculativeEngine, prompt_ids: list[int], gen: Generati
             re_encode, lambda: (params_t, params_h, state.draft_cache, emit, step_taps, state.target_cache.lengths,
                                 count[0]), calls) if shape.uses_head else 0.0,
     }
-    if not shape.uses_head:
-        ms["drafting"] = 0.0
-    if not shape.chain_bucket:
-        ms["lookup"] = 0.0
     ms = {name: 1e3 * seconds for name, seconds in ms.items()}
     ms["policy"] = 0.0
     if decide is not None:  # one call per interval, spread over its steps

@@ -44,7 +44,8 @@ class TreeShape:
 
     @property
     def pool_size(self) -> int:
-        return self.k_max + self.d_max * self.k_max * self.k_max
+        """Nodes grow_tree can pool: every tree token but the root (`max_tree_tokens`)."""
+        return max_tree_tokens(self.d_max, self.k_max) - 1
 
     @property
     def path_width(self) -> int:
@@ -155,6 +156,11 @@ def grow_tree(
     depths = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.where(chosen, p_depths[sel], 0)])
     valid = jnp.concatenate([jnp.ones((1,), bool), chosen & parent_found])
     return finish_tree(tokens, parents, depths, valid, shape.d_max + 2)
+
+
+def children(tree: DraftTree, node: jax.Array) -> jax.Array:
+    """[T] bool: the valid slots whose parent is `node` (the root is nobody's child)."""
+    return tree.valid & (tree.parents == node) & (jnp.arange(tree.tokens.shape[0]) != 0)
 
 
 def finish_tree(tokens: jax.Array, parents: jax.Array, depths: jax.Array, valid: jax.Array,

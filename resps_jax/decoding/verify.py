@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from resps_jax.decoding.tree import DraftTree
+from resps_jax.decoding.tree import DraftTree, children
 from resps_jax.models.cache import KVCache, write_rows
 
 
@@ -45,13 +45,11 @@ def greedy_walk(tree: DraftTree, logits: jax.Array, path_width: int) -> tuple[ja
     """The walk at temperature 0: at each node accept the child whose token is the target's
     argmax there (siblings are distinct tokens, so at most one), else stop; the bonus is the
     argmax at the last node. The sampled walk at temperature 0 takes exactly these steps."""
-    tt = tree.tokens.shape[0]
     best = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [TT] the target's token after each slot
-    slot = jnp.arange(tt)
 
     def level(i, carry):
         node, done, accepted, path = carry
-        take = tree.valid & (tree.parents == node) & (slot != 0) & (tree.tokens == best[node])  # [TT]
+        take = children(tree, node) & (tree.tokens == best[node])  # [TT]
         go = ~done & take.any()
         nxt = jnp.argmax(take).astype(jnp.int32)
         path = jnp.where(go, path.at[accepted + 1].set(nxt), path)
@@ -67,18 +65,14 @@ def greedy_walk(tree: DraftTree, logits: jax.Array, path_width: int) -> tuple[ja
 def sampled_walk(
     tree: DraftTree, logits: jax.Array, temperature: jax.Array, key: jax.Array, path_width: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The walk for any temperature (module docstring): sampling without replacement among
+    """The walk at temperature > 0 (module docstring): sampling without replacement among
     each node's children, then the bonus from the residual."""
     tt = tree.tokens.shape[0]
-    slot = jnp.arange(tt)
-
-    def children_of(node):
-        return tree.valid & (tree.parents == node) & (slot != 0)
 
     def level(i, carry):
         node, done, accepted, path = carry
         p = target_distribution(logits[node], temperature)  # [V]
-        kids = children_of(node)
+        kids = children(tree, node)
         p_kid = jnp.where(kids, p[tree.tokens], 0.0)  # [TT]
         before = jnp.cumsum(p_kid) - p_kid  # mass of earlier siblings
         ratio = p_kid / jnp.maximum(1.0 - before, 1e-30)
@@ -95,10 +89,10 @@ def sampled_walk(
     )
     # bonus from the residual at the last node: its children were all rejected (or absent)
     p = target_distribution(logits[node], temperature)
-    rejected = jnp.zeros_like(p).at[tree.tokens].max(children_of(node).astype(p.dtype))
+    rejected = jnp.zeros_like(p).at[tree.tokens].max(children(tree, node).astype(p.dtype))
     residual = p * (1.0 - rejected)
     sampled = jax.random.categorical(jax.random.fold_in(key, path_width), jnp.log(residual))
-    bonus = jnp.where(temperature > 0, sampled, jnp.argmax(residual)).astype(jnp.int32)
+    bonus = sampled.astype(jnp.int32)  # temperature 0 takes greedy_walk
     return path, accepted, bonus
 
 
