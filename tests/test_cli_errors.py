@@ -141,8 +141,13 @@ def test_json_output_contract(cli, tiny_hf_folder, tiny):
         assert record["mean_accepted"] >= 0
         assert isinstance(record["actions"], list)
         assert 0 < record["prefill_seconds"] < record["seconds"]
-        decode = (record["new_tokens"] - 1) / (record["seconds"] - record["prefill_seconds"])
-        assert record["new_tokens"] == 1 or abs(record["decode_tokens_per_second"] - decode) <= 0.1 * decode  # 4-digit seconds
+        # Seconds are printed to the microsecond: the decode rate must lie within what that rounding allows
+        # (a tiny model decodes 8 tokens in well under a millisecond).
+        decode_seconds = record["seconds"] - record["prefill_seconds"]
+        if record["new_tokens"] > 1:
+            fastest = (record["new_tokens"] - 1) / max(decode_seconds - 1e-6, 1e-9)
+            slowest = (record["new_tokens"] - 1) / (decode_seconds + 1e-6)
+            assert slowest - 0.01 <= record["decode_tokens_per_second"] <= fastest + 0.01, (record, slowest, fastest)
 
 
 def test_ngram_chain_needs_no_draft_head(cli, tiny_hf_folder):
