@@ -38,8 +38,10 @@ import tempfile
 from pathlib import Path
 
 from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark
-from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
-from resps_jax.models.cache import plan_cache_length
+from resps_jax.decoding.action import Action
+from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+from resps_jax.decoding.tree import tree_margin
+from resps_jax.models.cache import plan_cache_length, prefill_bucket
 from resps_jax.models.loading import load_eagle3, load_target, resolve_draft_folder
 from resps_jax.prompting import encode_prompt, eos_token_ids
 from resps_jax.runtime import setup_runtime
@@ -123,7 +125,7 @@ def main() -> None:
     questions = [q for name in BENCHMARKS for q in load_benchmark(name, limit=args.per_benchmark)]
     prompts = [encode_prompt(target.tokenizer, q.turns[0]) for q in questions]
     trees: list[Tree] = [tuple(int(v) for v in t.split(",")) for t in args.trees.split(";") if t.strip()]
-    margin = max(tt for tt, _, _ in trees) + max(d for _, d, _ in trees) + 2
+    margin = tree_margin([Action(*t) for t in trees])
     cache_len = plan_cache_length(max(map(len, prompts)), args.new_tokens, margin, target.cfg.max_position_embeddings)
     gen = GenerationConfig(max_new_tokens=args.new_tokens, tree_margin=margin, cache_len=cache_len)
 

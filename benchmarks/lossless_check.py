@@ -8,7 +8,7 @@ differently; the CPU kernels are batch-invariant, so there a divergence of any k
 bug); anything else would be a bug. Prints counts per benchmark and tree, and the worst gap.
 
     python benchmarks/lossless_check.py [--per-benchmark 80] [--trees "8,3,2;ngram:4;3,1,2+ngram:4"]
-        [--benchmarks mt_bench,sum] [--log docs/lossless_log.jsonl]   # resumable: a rerun skips what the log holds
+        [--benchmarks mt_bench,sum] [--log docs/results/lossless/kernel-f32.jsonl]   # resumable: a rerun skips what the log holds
         [--policy WORKDIR] [--cycle "ar;4,2,2;8,3,2"] [--interval 4] [--matmul kernel|xla] [--dtype bfloat16]
 
 Policy-driven decoders switch actions between intervals: `--policy` runs a trained Re-SpS
@@ -72,7 +72,7 @@ def main() -> None:
                 for a in parse_actions(args.trees)}
     if args.policy:
         agent, meta = load_policy(args.policy)
-        decoders["resps"] = (SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"]))), agent.decide)
+        decoders["resps"] = (SpeculativeEngine(engine, head, parse_actions(";".join(meta["actions"]))), agent)
     if args.cycle:
         actions = parse_actions(args.cycle)
         calls = []

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from resps_jax.report import decision_windows  # noqa: E402
+from resps_jax.evaluation.report import decision_windows  # noqa: E402
 
 
 def table(rows: list[dict], names: list[str]) -> list[str]:

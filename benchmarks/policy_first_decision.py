@@ -36,7 +36,7 @@ def main() -> None:
     from resps_jax.rl.actions import config_actions
     from resps_jax.rl.checkpoint import load_policy
     from resps_jax.runtime import setup_runtime
-    from resps_jax.train import load_pair, training_questions
+    from resps_jax.pipeline import load_pair, training_questions
 
     setup_runtime()
     agent, meta = load_policy(args.policy)

@@ -22,8 +22,9 @@ import time
 
 from resps_jax.data.benchmarks import BENCHMARKS, load_benchmark
 from resps_jax.decoding.action import Action, format_action, parse_actions
-from resps_jax.decoding.engine import NGRAM_MATCH, Engine, GenerationConfig, SpeculativeEngine, prefill_bucket
-from resps_jax.models.cache import plan_cache_length
+from resps_jax.decoding.engine import NGRAM_MATCH, Engine, GenerationConfig, SpeculativeEngine
+from resps_jax.decoding.tree import tree_margin
+from resps_jax.models.cache import plan_cache_length, prefill_bucket
 from resps_jax.models.loading import f32_gguf, load_eagle3, load_target, resolve_draft_folder, smollm2_gguf
 from resps_jax.prompting import encode_prompt, eos_token_ids
 from resps_jax.runtime import setup_runtime
@@ -216,7 +217,7 @@ def main() -> None:
         prompts = [encode_prompt(target.tokenizer, q.turns[0]) for _, q in questions]
         sets = [name for name, _ in questions]
         source = f"{len(prompts)} held-out prompts ({args.per_benchmark} per benchmark, first turn)"
-    margin = max(a.verify_rows for a in actions) + max(a.longest_draft for a in actions) + 2
+    margin = tree_margin(actions)
     limit = target.cfg.max_position_embeddings
     fixed = plan_cache_length(max(len(ids) for ids in prompts), args.new_tokens, margin, limit)
 

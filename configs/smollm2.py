@@ -40,27 +40,22 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     c.rl = rl_config(prompts="sharegpt", questions=4000, max_new_tokens=128, max_prompt_tokens=256)
     # Standard PPO (entropy 0.01, temperature 1.0) rather than the paper's max-entropy PPO:
-    # a CPU run sees ~300 questions, not 4,000, and max-entropy PPO's 0.1 entropy bonus kept
-    # the policy near uniform over that budget (entropy 1.869 of 1.946 after 37 updates,
-    # measured 2026-11-25, f302351). `--config smollm2:maxent` runs the paper's variant.
+    # a CPU run sees hundreds of questions, not 4,000, and max-entropy PPO's entropy bonus kept
+    # the policy near uniform over that budget (docs/decisions.md, "Policy and RL").
+    # `--config smollm2:maxent` runs the paper's variant.
     c.rl.variant = "standard"
     # Every interval terminal (the paper code's PPO): under greedy decoding the text, and so
     # every later state, is the same whatever the action, so the problem is a contextual
-    # bandit and GAE's later rewards only add noise to an action's advantage. Measured: after
-    # 11 GAE updates (gamma 0.99) the policy had not moved (KL 3e-4, no clipping, entropy
-    # 1.943 of 1.946) although `ar` averaged 1.01 against 0.62-0.80 for the trees.
-    # `--config smollm2:gae` runs GAE over the turn.
+    # bandit and GAE's later rewards only add noise to an action's advantage (under GAE the
+    # policy did not move; docs/decisions.md). `--config smollm2:gae` runs GAE over the turn.
     c.rl.bandit = True
-    # Larger steps than Table 4's (lr 3e-4, minibatch 32) for the same reason: with those,
-    # each update moved the policy by an approximate KL of 2e-4 with no ratio clipped (3
-    # bandit updates, 2026-12-02, a341edc), far inside PPO's trust region, so 300 questions (~37
-    # updates) could not leave uniform. lr 1e-3 and minibatches of 16 take 2x the gradient
-    # steps at 3.3x the rate: measured KL 0.02-0.34 per update, clip fraction 0.23-0.61, so
-    # PPO's clipping, not the step size, now bounds each update (measured 2026-12-02, e8196f6).
+    # Larger steps than Table 4's (lr 3e-4, minibatch 32) for the same reason: those moved the
+    # policy far inside PPO's trust region each update, so a few hundred questions could not
+    # leave uniform; with these, PPO's clipping bounds each update (docs/decisions.md).
     c.rl.lr = 1e-3
     c.rl.batch_size = 16
     # ...but steps that large let the turn's first decision collapse onto a worse tree twice
-    # (smollm2-v2 near question 450, v4 near 650; docs/results.md). An annealed rate (CleanRL's
+    # (smollm2-v2 and v4; docs/history.md). An annealed rate (CleanRL's
     # default) and SB3's target KL (an update stops its gradient steps past 1.5 x 0.015) keep
     # each update near 0.01-0.03 KL; over 1000 questions the first decision stayed on the
     # actions with the highest reward there (smollm2-v5's card, docs/results.md).
@@ -100,10 +95,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # Continue an earlier head instead of starting afresh: an EAGLE-3 folder, "smollm2" (the
     # shipped head) or a shipped version. It starts at row draft.start_step x batch_size of the
     # data order, with a new optimizer on a schedule of its own from start_step to max_steps
-    # (warm-up to draft.lr, cosine to 0.1x). smollm2-v2 was smollm2-v1 (815 steps) continued:
-    # --config.draft.init_from=smollm2-v1 --config.draft.start_step=815 --config.draft.max_steps=1400
-    # --config.draft.minutes=118 (before b6b7242, 2026-12-03, that schedule spanned max_steps, not
-    # 585 steps); both versions are in git now, not the package (resps_jax/heads: REMOVED_HEADS)
+    # (warm-up to draft.lr, cosine to 0.1x); the shipped heads' cards give the commands.
     c.draft.init_from = ""
     c.draft.start_step = 0
     c.draft.eval_prompts = 20  # held-out benchmark prompts (4 per benchmark) for top-1 agreement

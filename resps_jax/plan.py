@@ -33,8 +33,13 @@ class TreeLimits:
     chain_max: int = 0
 
     @property
-    def margin(self) -> int:  # what SpeculativeEngine reserves past the committed text
-        return self.tt_max + max(self.d_max + 2, self.chain_max + 1)
+    def margin(self) -> int:
+        """What a SpeculativeEngine with these limits reserves past the committed text."""
+        from resps_jax.decoding.tree import TreeShape
+        from resps_jax.models.cache import cache_margin
+
+        widest = TreeShape(self.k_max, self.d_max, self.tt_max - self.chain_max, self.chain_max)
+        return cache_margin(widest.verify_rows, widest.path_width)
 
 
 @dataclasses.dataclass

@@ -49,6 +49,8 @@ def read_prompts_jsonl(path: str) -> list[str]:
     from resps_jax.data.prompts import record_to_conversation
 
     file = Path(path)
+    if file.is_dir():
+        raise UserError(f"--prompts {file} is a folder: give a JSONL file, one prompt record per line")
     if not file.is_file():
         raise UserError(f"prompts file does not exist: {file}")
     prompts = []

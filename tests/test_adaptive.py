@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
+from resps_jax.decoding.policy import IntervalRecord
 from resps_jax.decoding.tree import AR_ACTION
 from resps_jax.errors import UserError
 from resps_jax.models.config import LlamaConfig
@@ -22,13 +23,13 @@ def test_ema_starts_at_the_calibrated_best_and_moves_with_the_turns_acceptance()
     ema = EmaChooser(ACTIONS, CAL, decay=0.5, margin=0.05)
     assert ema.decide(None) == 1  # 1.36x beats 1.22x and AR's 1.0x
     for _ in range(3):  # the turn drafts far better than calibration: 4/2/2 emits its maximum
-        ema.observe(1, tokens=30, steps=10, seconds=0.1)  # 3 a step: its most
+        ema.observe(IntervalRecord(1, 30, 10, 0.1))  # 3 a step: its most
     assert ema.ratio > 1.5 and ema.decide(None) == 2  # a bigger tree now pays
     for _ in range(6):  # then nothing is accepted: every tree is predicted slower than AR
-        ema.observe(ema.current, tokens=10, steps=10, seconds=0.1)
+        ema.observe(IntervalRecord(ema.current, 10, 10, 0.1))
     assert ema.ratio < 0.06 and ema.decide(None) == 0
     before = ema.ratio
-    ema.observe(0, tokens=10, steps=10, seconds=0.1)  # an `ar` interval: back toward the prior
+    ema.observe(IntervalRecord(0, 10, 10, 0.1))  # an `ar` interval: back toward the prior
     assert ema.ratio == pytest.approx(0.5 * before + 0.5)
     ema.reset()
     assert ema.ratio == 1.0 and ema.decide(None) == 1
@@ -38,21 +39,21 @@ def test_ema_hysteresis_holds_the_choice_within_the_margin():
     cal = Calibration(relative_cost=(1.0, 1.0, 1.0), tokens_per_step=(1.0, 1.50, 1.52))
     ema = EmaChooser(ACTIONS, cal, decay=1.0, margin=0.05)
     ema.current = 1
-    ema.observe(1, tokens=15, steps=10, seconds=0.1)  # as calibrated: 1.52 is not 5% above 1.50
+    ema.observe(IntervalRecord(1, 15, 10, 0.1))  # as calibrated: 1.52 is not 5% above 1.50
     assert ema.decide(None) == 1
     wide = EmaChooser(ACTIONS, cal, decay=1.0, margin=0.0)
     wide.current = 1
-    wide.observe(1, tokens=15, steps=10, seconds=0.1)
+    wide.observe(IntervalRecord(1, 15, 10, 0.1))
     assert wide.decide(None) == 2
 
 
 def test_ucb_exploits_the_calibrated_best_then_leaves_it_when_its_rewards_fall():
     ucb = UcbChooser(ACTIONS, CAL, exploration=0.1)
     assert ucb.decide(None) == 1
-    ucb.observe(1, tokens=18, steps=10, seconds=0.1)  # better than calibrated: 1.64
+    ucb.observe(IntervalRecord(1, 18, 10, 0.1))  # better than calibrated: 1.64
     assert ucb.decide(None) == 1
     for _ in range(4):  # then 4/2/2 accepts nothing: 1 token per 1.1 AR steps
-        ucb.observe(1, tokens=10, steps=10, seconds=0.1)
+        ucb.observe(IntervalRecord(1, 10, 10, 0.1))
     assert ucb.decide(None) == 2  # 16/4/4's prior 1.22 and its bonus beat 4/2/2's mean ~1.11
     ucb.reset()
     assert ucb.pulls.tolist() == [1, 1, 1] and ucb.decide(None) == 1
@@ -65,7 +66,7 @@ def test_ucb_explores_an_arm_it_has_not_tried_when_the_rest_are_close():
     for _ in range(6):
         a = ucb.decide(None)
         picks.append(a)
-        ucb.observe(a, tokens=10, steps=10, seconds=0.1)  # every arm pays 1.0
+        ucb.observe(IntervalRecord(a, 10, 10, 0.1))  # every arm pays 1.0
     assert set(picks) == {0, 1, 2}
 
 
@@ -79,8 +80,8 @@ def test_choosers_refuse_a_calibration_of_another_action_set():
 
 
 def test_engine_reports_each_interval_to_a_chooser_and_stays_lossless():
-    """The engine calls observe(index, tokens, steps, seconds) after every interval, with the
-    numbers it also logs; the chooser's switches never change greedy output."""
+    """The engine calls observe(IntervalRecord) after every interval, with the numbers it also
+    logs; the chooser's switches never change greedy output."""
     cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=4, num_heads=4,
                       num_kv_heads=2, head_dim=8)
     target, head = random_pair(cfg, seed=11, draft_vocab=64)
@@ -89,19 +90,19 @@ def test_engine_reports_each_interval_to_a_chooser_and_stays_lossless():
     seen = []
 
     class Recording(UcbChooser):
-        def observe(self, index, tokens, steps, seconds):
-            seen.append((index, tokens, steps, seconds))
-            super().observe(index, tokens, steps, seconds)
+        def observe(self, record):
+            seen.append(record)
+            super().observe(record)
 
     chooser = Recording(ACTIONS, Calibration((1.0, 1.0, 1.0), (1.0, 1.0, 1.0)), exploration=2.0)
     prompt = list(range(3, 20))
     gen = GenerationConfig(max_new_tokens=40)
-    result = spec.generate(prompt, gen, eos_ids=(), policy=chooser.decide, interval=3)
+    result = spec.generate(prompt, gen, eos_ids=(), policy=chooser, interval=3)
     assert result.token_ids == engine.generate(prompt, gen, eos_ids=()).token_ids
     assert seen == result.intervals
     assert len({i for i, *_ in seen}) == 3  # with these rewards UCB tries every arm
     assert np.sum(chooser.pulls) == 3 + len(seen)
     seen.clear()  # the next turn starts afresh: the engine resets the chooser when a turn begins
-    again = spec.generate(prompt, gen, eos_ids=(), policy=chooser.decide, interval=3)
+    again = spec.generate(prompt, gen, eos_ids=(), policy=chooser, interval=3)
     assert again.token_ids == result.token_ids and again.intervals[0][0] == result.intervals[0][0]
     assert np.sum(chooser.pulls) == 3 + len(seen)

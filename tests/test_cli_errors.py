@@ -237,3 +237,14 @@ def test_a_removed_head_or_policy_version_is_one_line_naming_its_commit(cli, tin
                                  "--policy", "smollm2-v4", "--prompt", "hi"),
                              "smollm2-v4", REMOVED_POLICIES["smollm2-v4"], "git checkout")
     assert "removed from the package" in line
+
+
+def test_a_prompts_folder_and_zero_questions_are_one_line_each(cli, cli_env, tmp_path):
+    """Two inputs a new user tried: a folder given as --prompts, and an evaluation of no question."""
+    line = assert_user_error(cli("--model", str(tmp_path / "unused"), "--prompts", str(tmp_path)), str(tmp_path))
+    assert "is a folder" in line
+    env = dict(cli_env, RESPS_JAX_CACHE=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "resps_jax.evaluate", "--config", "tiny", "--questions", "0",
+                           f"--config.workdir={tmp_path / 'run'}"], env=env, capture_output=True, text=True, timeout=180)
+    assert_user_error(proc, "--questions 0")
+    assert not (tmp_path / "run").exists()  # refused before anything is written

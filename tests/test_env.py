@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resps_jax.decoding.engine import GenerationResult
+from resps_jax.decoding.policy import IntervalRecord
 from resps_jax.errors import UserError
 from resps_jax.rl import env
 from resps_jax.rl.env import StepCosts, interval_rewards, measure_step_costs, steady_seconds_per_step
@@ -13,8 +14,9 @@ COSTS = StepCosts(ar_seconds=0.04, relative=(1.0, 1.6, 2.5))
 
 
 def result_with(intervals):
-    return GenerationResult([], 0, sum(s for *_, s in intervals), steps=sum(n for _, _, n, _ in intervals), actions=[],
-                            intervals=intervals)
+    records = [IntervalRecord(*t) for t in intervals]
+    return GenerationResult([], 0, sum(r.seconds for r in records), steps=sum(r.steps for r in records), actions=[],
+                            intervals=records)
 
 
 def test_modeled_reward_is_tokens_over_modeled_time_and_ignores_the_clock():
@@ -34,7 +36,7 @@ def test_measured_reward_is_tokens_per_second_over_plain_ar():
 
 def test_step_cost_leaves_out_the_first_interval_and_its_prompt_catch_up():
     # the first interval also runs the head over the prompt: 3x slower per step here
-    intervals = [(1, 30, 20, 1.2), (1, 30, 20, 0.4), (1, 25, 10, 0.2)]
+    intervals = [IntervalRecord(*t) for t in [(1, 30, 20, 1.2), (1, 30, 20, 0.4), (1, 25, 10, 0.2)]]
     assert steady_seconds_per_step(intervals) == pytest.approx(0.6 / 30)
     assert steady_seconds_per_step(intervals[:1]) == pytest.approx(1.2 / 20)  # nothing later: the first
 

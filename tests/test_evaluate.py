@@ -63,9 +63,9 @@ def test_speed_summary_is_the_reports_own_table(tmp_path):
     """On a real SmolLM2 evaluation (docs/results): the printed table is report.md's, line for line."""
     import shutil
 
-    from resps_jax.report import speed_summary, write_report
+    from resps_jax.evaluation.report import speed_summary, write_report
 
-    shutil.copy(Path(__file__).resolve().parents[1] / "docs/results/smollm2_report/results.jsonl", tmp_path)
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs/results/eval/policy-v5/results.jsonl", tmp_path)
     text = Path(write_report(tmp_path)).read_text()
     summary = speed_summary(tmp_path).splitlines()
     assert summary[0].startswith("## Speed") and summary[-1] == f"Full report: {tmp_path / 'report.md'}"
@@ -112,7 +112,8 @@ def _write_run(run: Path, speeds: dict[str, tuple[float, float]], rewards: list[
 
 
 def test_ablation_table_sets_each_runs_policy_against_its_own_ar(tmp_path):
-    from resps_jax.report import ablation_table, main
+    from resps_jax.evaluation.report import ablation_table
+    from resps_jax.report import main
 
     _write_run(tmp_path / "smollm2", {"ar": (20.0, 10.0), "resps": (22.0, 9.0), "resps_argmax": (24.0, 10.0)},
                rewards=[0.5] * 60 + [1.0] * 50)
@@ -134,7 +135,7 @@ def test_ablation_table_sets_each_runs_policy_against_its_own_ar(tmp_path):
 def test_report_compares_the_policy_with_the_grid_search_pick(evaluated, tmp_path):
     import shutil
 
-    from resps_jax.report import write_report
+    from resps_jax.evaluation.report import write_report
 
     report = tmp_path / "report"
     shutil.copytree(evaluated / "runs" / "tiny" / "report", report)
@@ -154,7 +155,7 @@ def test_plain_ar_stands_for_static_ar_when_the_policy_can_choose_ar(evaluated, 
     policy's own set holds `ar` (a report of 2026-12-02 did, before 350bac4)."""
     import shutil
 
-    from resps_jax.report import write_report
+    from resps_jax.evaluation.report import write_report
 
     for actions, listed in ((["ar", "8,3,2"], "static:8,3,2, ar"), (["8,3,2"], "static:8,3,2)")):
         report = tmp_path / "-".join(actions) / "report"
@@ -168,7 +169,7 @@ def test_plain_ar_stands_for_static_ar_when_the_policy_can_choose_ar(evaluated, 
 
 
 def test_grid_pick_runs_once_when_the_static_methods_already_hold_it():
-    from resps_jax.evaluate import method_names
+    from resps_jax.evaluation.methods import method_names
     from configs.tiny import get_config
 
     config = get_config()
@@ -187,14 +188,14 @@ def test_grid_search_times_every_action_on_training_prompts_and_saves_its_pick(e
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux /proc only")
 def test_memory_map_guard_reads_this_process_against_the_kernel_limit():
-    from resps_jax.evaluate import memory_maps_near_limit
+    from resps_jax.evaluation.runner import memory_maps_near_limit
 
     assert memory_maps_near_limit(0.0)  # any process holds some mappings
     assert not memory_maps_near_limit(1.0)  # and this one is far from vm.max_map_count
 
 
 def test_switching_ceiling_is_what_a_per_interval_oracle_over_ar_and_one_tree_reaches():
-    from resps_jax.report import switching_ceiling, switching_gain
+    from resps_jax.evaluation.report import switching_ceiling, switching_gain
 
     # AR: 0.1 s per token. The tree: 0.2 s per step; its first 2-step interval commits 3 tokens each
     # step (0.4 s against AR's 0.6: the tree), its second 1 token each (0.4 s against 0.2: AR).

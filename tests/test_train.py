@@ -81,7 +81,7 @@ def test_training_plot_splits_actions_by_decision_index_per_window(trained, tmp_
     assert (tmp_path / "training.png").stat().st_size > 10_000
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [r.split(" | ")[0] for r in rows] == ["| 0-7", "| 8-15", "| 16-23"]  # 24 questions
-    from resps_jax.report import decision_windows
+    from resps_jax.evaluation.report import decision_windows
 
     turns = [json.loads(line) for line in log.read_text().splitlines() if '"turn"' in line]
     windows = decision_windows(turns, 8)

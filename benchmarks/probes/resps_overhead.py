@@ -53,7 +53,7 @@ def main() -> None:
         from resps_jax.rl.actions import config_actions
         from resps_jax.rl.agent import Agent
         from resps_jax.rl.policy import state_dim
-        from resps_jax.train import build_agent_config
+        from resps_jax.pipeline import build_agent_config
 
         config, _ = parse_config_args(resolve_config_argv(["--config", "smollm2"]))
         actions = config_actions(config.actions)

@@ -50,7 +50,7 @@ def main() -> None:
     from resps_jax.config_cli import parse_config_args, resolve_config_argv
     from resps_jax.rl.actions import config_actions
     from resps_jax.runtime import setup_runtime
-    from resps_jax.train import load_pair, training_questions
+    from resps_jax.pipeline import load_pair, training_questions
 
     setup_runtime()
     config, _ = parse_config_args(resolve_config_argv(["--config", "smollm2", f"--config.draft_model={args.draft}"]))

@@ -22,13 +22,12 @@ from flax import nnx
 
 from resps_jax.decoding.sampling import select_token
 from resps_jax.decoding.action import AR_ACTION, Action, format_action, validate_actions
+from resps_jax.decoding.policy import IntervalRecord, Policy, as_policy, fixed_action
 from resps_jax.distributed import agree
 from resps_jax.errors import UserError
-from resps_jax.models.cache import KVCache, plan_cache_length
+from resps_jax.models.cache import KVCache, cache_margin, plan_cache_length, prefill_bucket
 from resps_jax.models.llama import Llama, causal_mask, resolve_matmul, to_kernel_layout
-from resps_jax.models.sharding import Placement, make_mesh, to_host
-
-MIN_PREFILL_BUCKET = 16
+from resps_jax.models.sharding import Placement, make_mesh, to_host, to_host_tree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +48,8 @@ class GenerationResult:
     steps: int  # target forwards after prefill
     actions: list[tuple[int, int, int]]
     accepted_per_step: list[int] = dataclasses.field(default_factory=list)  # tokens per step
-    # one (action index, tokens, steps, seconds) per interval: the policy's reward signal
-    intervals: list[tuple[int, int, int, float]] = dataclasses.field(default_factory=list)
+    # what each interval did: the policy's reward signal
+    intervals: list[IntervalRecord] = dataclasses.field(default_factory=list)
     prefill_seconds: float = 0.0  # the prompt's forward and the first token, within `seconds`
 
     @property
@@ -75,13 +74,6 @@ class GenerationResult:
         """Tokens after the prefill's first one per second of decoding (llama.cpp's "eval"
         rate): a step's cost, apart from the prompt's length."""
         return (self.new_tokens - 1) / self.decode_seconds if self.new_tokens > 1 and self.decode_seconds > 0 else 0.0
-
-
-def prefill_bucket(n: int, capacity: int) -> int:
-    bucket = MIN_PREFILL_BUCKET
-    while bucket < n:
-        bucket *= 2
-    return min(bucket, capacity)
 
 
 def pad_prompts(prompts: list[list[int]], capacity: int) -> tuple[np.ndarray, list[int]]:
@@ -253,28 +245,26 @@ class Engine:
         ]
 
 
-# target features of the last committed token -> action index; a policy whose owner has
-# `wants_context = True` (a text-state Agent) also gets the context ids (prompt + output so far)
-Policy = Callable[..., int]
+@dataclasses.dataclass(frozen=True)
+class _Status:
+    """What the host reads of a SpecState between intervals, in one transfer."""
+
+    count: int  # tokens emitted so far
+    steps: int  # speculative steps taken
+    done: bool
+    taps: np.ndarray  # [3H] the policy's state
+    context: np.ndarray | None  # [S + W] the text by position, only for a policy that reads it
+
+    @classmethod
+    def of(cls, state, with_context: bool) -> _Status:
+        fields = (state.count, state.steps, state.done, state.last_taps) + ((state.context,) if with_context else ())
+        count, steps, done, taps, *context = to_host_tree(fields)
+        return cls(int(count), int(steps), bool(done), taps, context[0] if context else None)
+
+
 # The lookup's longest matched suffix: 3 tokens; 2 and 4 commit the same to 0.01 token a step on
 # the benchmark answers (benchmarks/probes/ngram_rules.py; docs/results.md, "n-gram drafting").
 NGRAM_MATCH = 3
-
-
-def tt_buckets(actions: Sequence[Action], max_buckets: int = 12) -> tuple[int, ...]:
-    """Verify shapes: the distinct TT values, merged upward when there are too many."""
-    values = sorted({a[0] for a in actions})
-    while len(values) > max_buckets:  # drop the bucket whose removal wastes least
-        waste = [values[i + 1] - values[i] for i in range(len(values) - 1)]
-        values.pop(int(np.argmin(waste)))
-    return tuple(values)
-
-
-def round_up(value: int, buckets: Sequence[int]) -> int:
-    for b in buckets:
-        if value <= b:
-            return b
-    raise UserError(f"{value} exceeds the largest compiled bucket {buckets[-1]}")
 
 
 class SpeculativeEngine:
@@ -290,7 +280,7 @@ class SpeculativeEngine:
     def __init__(self, engine: Engine, head, actions: Sequence[Sequence[int]], draft_weights: str | None = None,
                  ngram_match: int = NGRAM_MATCH):
         from resps_jax.decoding.spec import SpecState, ar_interval, spec_interval, spec_prefill_seeded
-        from resps_jax.decoding.tree import TreeShape
+        from resps_jax.decoding.tree import step_shapes, tt_buckets
 
         self.engine = engine
         self.actions = validate_actions([tuple(int(v) for v in a) for a in actions])
@@ -304,14 +294,11 @@ class SpeculativeEngine:
         self.d_max = max((a.depth for a in trees), default=1)
         self.buckets = tt_buckets(trees) if trees else ()
         self.head_cfg = head.cfg if head is not None else None
-        self.shapes = {self.shape_key(a): TreeShape(self.k_max, self.d_max, *self.shape_key(a), ngram_match)
-                       for a in self.actions if a != AR_ACTION}
+        self.shapes = step_shapes(self.actions, ngram_match)
         self.path_width = max([2] + [s.path_width for s in self.shapes.values()])
         # The head's products on the same kernel as the target's, its weights in bf16 by default:
         # drafting then reads half the bytes, and the target verifies every draft, so output is
-        # unchanged. Measured (benchmarks/spec_decode.py --draft-weights both, 12 training
-        # prompts, 2026-12-06): same tokens per step (1.69, 1.83/1.82, 1.95, 2.01), 4/2/2 1.14x ->
-        # 1.19x AR, 8/3/2 1.06x -> 1.15x, 12/4/3 0.96x -> 0.98x, 16/4/4 0.86x -> 0.84x.
+        # unchanged (docs/decisions.md, "Draft head"; the measurement in docs/results.md).
         if draft_weights not in (None, "float32", "bfloat16"):
             raise UserError(f"draft_weights {draft_weights!r}: expected float32 or bfloat16")
         if head is not None and engine.matmul == "kernel":
@@ -358,8 +345,9 @@ class SpeculativeEngine:
 
     def shape_key(self, action: Action) -> tuple[int, int]:
         """(TT bucket or 1 without the head, chain length or 0): the compiled step an action runs."""
-        tt = round_up(action.tt, self.buckets) if action.uses_head else 1
-        return tt, action.ngram
+        from resps_jax.decoding.tree import shape_key
+
+        return shape_key(action, self.buckets)
 
     def run_interval(self, state, action: Action, n_steps, max_new, eos, temperature):
         """Up to n_steps steps of `action` from `state` (one dispatch; the state is donated)."""
@@ -385,7 +373,8 @@ class SpeculativeEngine:
 
     @property
     def tree_margin(self) -> int:
-        return max([1] + [s.verify_rows for s in self.shapes.values()]) + self.path_width
+        """Cache slots past the committed text this engine's steps write (decoding.tree.tree_margin)."""
+        return cache_margin(max([1] + [s.verify_rows for s in self.shapes.values()]), self.path_width)
 
     def executables(self) -> int:
         ar = self.ar_interval._cache_size() if self.ar_interval is not None else 0
@@ -402,7 +391,7 @@ class SpeculativeEngine:
         short = dataclasses.replace(gen, max_new_tokens=2, cache_len=capacity)
         start = time.perf_counter()
         for index in range(len(self.actions)):
-            self.generate(prompt_ids, short, eos_ids, policy=lambda _taps, i=index: i, interval=1)
+            self.generate(prompt_ids, short, eos_ids, policy=fixed_action(index), interval=1)
         return time.perf_counter() - start
 
     def executables_by_kind(self) -> dict[str, int]:
@@ -431,56 +420,55 @@ class SpeculativeEngine:
         prompt_ids: list[int],
         gen: GenerationConfig,
         eos_ids: tuple[int, ...],
-        policy: Policy | None = None,
+        policy: Policy | Callable[[np.ndarray], int] | None = None,
         interval: int = 30,
     ) -> GenerationResult:
         """Speculative decoding; `policy` picks an action index every `interval` steps.
 
         Without a policy the first action is used throughout (a static tree), as one
-        dispatch. The policy sees the target features of the last committed token (the
-        paper's state) and nothing else; each interval's tokens, steps and wall time
-        (policy call included) come back in `result.intervals`.
+        dispatch. A policy (decoding/policy.py; a plain function of the taps is wrapped) sees
+        the target features of the last committed token (the paper's state), and the
+        context when it asks for it; each interval's record (tokens, steps, wall time with
+        the policy's call) goes to its `observe` and comes back in `result.intervals`.
         """
         if gen.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be >= 1 (got {gen.max_new_tokens})")
         if interval < 1:
             raise UserError(f"the cache interval must be >= 1 (got {interval})")
+        policy = as_policy(policy)
         start = time.perf_counter()
         prompt_ids, state = self.start(prompt_ids, gen)
         temperature = np.float32(gen.temperature)
         eos = np.asarray(eos_ids or (-1,), np.int32)
         actions: list[Action] = []
-        log: list[tuple[int, int, int, float]] = []
-        owner = getattr(policy, "__self__", policy)
-        wants_context = getattr(owner, "wants_context", False)  # Agent.decide
-        observe = getattr(owner, "observe", None)  # an adaptive chooser's feedback (rl/adaptive.py)
-        if policy is not None and hasattr(owner, "reset"):  # an adaptive chooser starts each turn afresh
-            owner.reset()
+        log: list[IntervalRecord] = []
+        if policy is not None:
+            policy.reset()
+        wants_context = policy is not None and policy.wants_context
         max_new = np.int32(gen.max_new_tokens)
-        count, steps = int(to_host(state.count)), 0  # waits for the prefill
+        status = _Status.of(state, wants_context)  # waits for the prefill
+        count, steps = status.count, 0
         prefill_seconds = time.perf_counter() - start
-        while not bool(to_host(state.done)) and count < gen.max_new_tokens:
+        while not status.done and count < gen.max_new_tokens:
             tick = time.perf_counter()
-            if policy is None:
-                index = 0
-            elif wants_context:  # a text-state policy reads the decoded context itself
-                index = int(policy(to_host(state.last_taps), to_host(state.context)[: len(prompt_ids) + count].tolist()))
-            else:
-                index = int(policy(to_host(state.last_taps)))
-            index = agree(index)  # one choice for every process, so compiled shapes agree
+            index = 0
+            if policy is not None:
+                context = status.context[: len(prompt_ids) + count].tolist() if wants_context else None
+                index = agree(int(policy.decide(status.taps, context)))  # one choice for every process
             if not 0 <= index < len(self.actions):
                 raise UserError(f"the policy chose action {index}, outside 0..{len(self.actions) - 1}")
             action = self.actions[index]
             actions.append(action)
             n_steps = np.int32(interval if policy is not None else 1 << 30)
             state = self.run_interval(state, action, n_steps, max_new, eos, temperature)
-            new_count, new_steps = int(to_host(state.count)), int(to_host(state.steps))  # waits for the interval
-            log.append((index, new_count - count, new_steps - steps, time.perf_counter() - tick))
-            if observe is not None:
-                observe(*log[-1])
-            count, steps = new_count, new_steps
-        token_ids = to_host(state.context)[len(prompt_ids) : len(prompt_ids) + count].tolist()
+            status = _Status.of(state, wants_context)  # waits for the interval
+            log.append(IntervalRecord(index, status.count - count, status.steps - steps, time.perf_counter() - tick))
+            if policy is not None:
+                policy.observe(log[-1])
+            count, steps = status.count, status.steps
+        context, accepted = to_host_tree((state.context, state.accepted))
+        token_ids = context[len(prompt_ids) : len(prompt_ids) + count].tolist()
         seconds = time.perf_counter() - start
-        accepted = to_host(state.accepted)[:steps].tolist()
+        accepted = accepted[:steps].tolist()
         return GenerationResult(token_ids, len(prompt_ids), seconds, steps=steps, actions=actions,
                                 accepted_per_step=accepted, intervals=log, prefill_seconds=prefill_seconds)

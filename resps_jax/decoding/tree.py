@@ -12,12 +12,15 @@ TT bucket: k is a masked width (children and frontier slots >= k score -inf), d 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from resps_jax.decoding.action import AR_ACTION, Action, format_action, max_tree_tokens, validate_actions
-from resps_jax.models.cache import KVCache
+from resps_jax.errors import UserError
+from resps_jax.models.cache import KVCache, cache_margin
 from resps_jax.models.eagle3 import Eagle3Head
 
 NEG = -jnp.inf
@@ -58,6 +61,46 @@ class TreeShape:
         return self.tt_bucket + self.chain_bucket
 
 
+def tt_buckets(actions: Sequence[Action], max_buckets: int = 12) -> tuple[int, ...]:
+    """Verify shapes: the distinct TT values, merged upward when there are too many."""
+    values = sorted({a.tt for a in actions})
+    while len(values) > max_buckets:  # drop the bucket whose removal wastes least
+        waste = [values[i + 1] - values[i] for i in range(len(values) - 1)]
+        values.pop(int(np.argmin(waste)))
+    return tuple(values)
+
+
+def round_up(value: int, buckets: Sequence[int]) -> int:
+    for b in buckets:
+        if value <= b:
+            return b
+    raise UserError(f"{value} exceeds the largest compiled bucket {buckets[-1]}")
+
+
+def shape_key(action: Action, buckets: Sequence[int]) -> tuple[int, int]:
+    """(TT bucket or 1 without the head, chain length or 0): the compiled step an action runs."""
+    return (round_up(action.tt, buckets) if action.uses_head else 1), action.ngram
+
+
+def step_shapes(actions: Sequence[Action], ngram_match: int = 3) -> dict[tuple[int, int], TreeShape]:
+    """The compiled steps an action set needs, by shape_key: k_max and d_max over the head's
+    actions, one step per (TT bucket, chain length); `ar` needs none."""
+    actions = [Action(*a) for a in actions]
+    trees = [a for a in actions if a.uses_head]
+    k_max = max((a.topk for a in trees), default=1)
+    d_max = max((a.depth for a in trees), default=1)
+    buckets = tt_buckets(trees) if trees else ()
+    return {shape_key(a, buckets): TreeShape(k_max, d_max, *shape_key(a, buckets), ngram_match)
+            for a in actions if a != AR_ACTION}
+
+
+def tree_margin(actions: Sequence[Action]) -> int:
+    """Cache slots past the committed text that a SpeculativeEngine over `actions` reserves:
+    what a benchmark or `plan` sizes the cache with before any engine exists."""
+    shapes = step_shapes(actions).values()
+    return cache_margin(max([1] + [s.verify_rows for s in shapes]), max([2] + [s.path_width for s in shapes]))
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class DraftTree:
@@ -79,6 +122,12 @@ def grow_tree(
     k: jax.Array,  # [] int32 top-k, <= shape.k_max
     shape: TreeShape,
 ) -> DraftTree:
+    """The head's draft tree under (tt, depth, k) as the module docstring describes.
+
+    One function of about 90 lines, on purpose: its helpers (top children, one expansion
+    level) close over this call's traced limits (the k mask, the cache's committed length),
+    and as module functions each would take the same six arguments.
+    """
     km = shape.k_max
     n = draft_cache.lengths[0]
     width_ok = jnp.arange(km) < k  # [km]

@@ -32,10 +32,8 @@ import numpy as np
 PATHS = {"portable": 0, "avx2": 1, "avx512": 2}
 PATH_NAMES = {v: k for k, v in PATHS.items()}
 PANEL = 32  # columns per weight panel (kernels/cpu/matmul.cc: kPanel)
-# Rows of x from which both cores split the panels: always, measured on the 2-core Zen 4 VM
-# (benchmarks/verify_cost.py, SmolLM2 f32 forward): from 1 row 18.3 / 18.8 / 20.7 / 31.4 ms at
-# T = 1 / 4 / 8 / 16, against 22.0 / 19.1 / 20.8 / 31.4 from 4 rows and 25.3 / 24.5 / 28.7 /
-# 51.2 on one thread (two streams read more than one, even for one row).
+# Rows of x from which both cores split the panels: always, since two streams read the
+# weights faster than one even for a single row (docs/decisions.md, "CPU kernels").
 THREADED_ROWS = 1
 # Threads for attention's units (up to 12 query rows of one KV head each).
 ATTENTION_THREADS = 2

@@ -133,3 +133,30 @@ def plan_cache_length(
             "shorten the prompt or pass --truncate-prompt"
         )
     return min(limit, int(math.ceil(need / CACHE_ROUND) * CACHE_ROUND))
+
+
+# Every cache length and prompt bucket of the project comes from the functions below, so a
+# prompt run by generate, train, evaluate, the grid search, a benchmark or `plan` compiles
+# the same shapes.
+MIN_PREFILL_BUCKET = 16
+
+
+def cache_margin(verify_rows: int, path_width: int) -> int:
+    """Cache slots a speculative step writes past the committed text: the verified rows of
+    its widest tree, then room for the longest committed path (root included)."""
+    return max(1, verify_rows) + max(2, path_width)
+
+
+def prefill_bucket(n: int, capacity: int) -> int:
+    """A prompt of n tokens is padded to a power of two from 16 (at most the cache): a few
+    prefill executables serve every prompt length."""
+    bucket = MIN_PREFILL_BUCKET
+    while bucket < n:
+        bucket *= 2
+    return min(bucket, capacity)
+
+
+def cache_length_bucket(capacity: int, limit: int) -> int:
+    """A cache length rounded up to a power of two (at most the model's limit): a handful of
+    lengths serve every prompt of an evaluation, so the untimed compiles stay few."""
+    return min(1 << (capacity - 1).bit_length(), limit)

@@ -210,3 +210,18 @@ def to_host(x: jax.Array) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def to_host_tree(tree):
+    """Every array of a small pytree on this host in one transfer (replicated arrays read from
+    their local copy): the engine's per-interval status is then one device-to-host copy."""
+    def local(x):
+        if x.is_fully_addressable:
+            return x
+        if x.is_fully_replicated:
+            return x.addressable_data(0)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(x, tiled=True)
+
+    return jax.device_get(jax.tree.map(local, tree))

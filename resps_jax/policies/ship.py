@@ -21,7 +21,7 @@ from resps_jax.policies import POLICIES_DIR, REMOVED_POLICIES
 
 def training_summary(log_path: Path) -> dict:
     """Reward per 50 questions and the action shares of the last 100, from train_log.jsonl."""
-    from resps_jax.report import load_records
+    from resps_jax.evaluation.report import load_records
 
     records = load_records(log_path)
     turns = [r for r in records if r.get("type") == "turn"]

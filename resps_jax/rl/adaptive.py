@@ -13,8 +13,9 @@ and interval machinery as Re-SpS, so `evaluate` compares them on one engine:
   pseudo-pull at its calibrated speed (with 3-10 intervals a turn, a cold start would spend the
   turn trying arms).
 
-Both read only what the engine reports after each interval (`observe`), never the target's
-features, and start afresh every turn (the engine calls `reset` when a turn begins). The
+Both are engine policies (decoding/policy.py) that read only what the engine reports after
+each interval (`observe`), never the target's features, and start afresh every turn (the
+engine calls `reset` when a turn begins). The
 calibration (step cost and tokens per step of every action) comes from
 `rl.env.measure_step_costs` on a training prompt.
 """
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from resps_jax.decoding.policy import IntervalRecord
 from resps_jax.errors import UserError
 
 # The methods `evaluate` runs and `report` orders; this module imports no JAX at load, so
@@ -69,6 +71,8 @@ class EmaChooser:
     so there the ratio relaxes toward 1 and a later interval tries a tree again.
     """
 
+    wants_context = False  # a Policy (decoding/policy.py) that reads only the interval records
+
     def __init__(self, actions: Sequence[tuple[int, int, int]], calibration: Calibration, decay: float = 0.5,
                  margin: float = 0.05):
         if not 0.0 < decay <= 1.0:
@@ -92,12 +96,12 @@ class EmaChooser:
         tokens = np.minimum(tokens, self.most_tokens)
         return tokens / np.maximum(np.asarray(self.calibration.relative_cost), 1e-9)
 
-    def decide(self, taps: np.ndarray) -> int:
-        del taps  # training-free: the running turn's acceptance is its only signal
+    def decide(self, taps: np.ndarray, context_ids: Sequence[int] | None = None) -> int:
+        del taps, context_ids  # training-free: the running turn's acceptance is its only signal
         return self.current
 
-    def observe(self, index: int, tokens: int, steps: int, seconds: float) -> None:
-        del seconds
+    def observe(self, record: IntervalRecord) -> None:
+        index, tokens, steps, _ = record
         if steps <= 0:
             return
         expected = self.calibration.tokens_per_step[index] - 1.0
@@ -121,6 +125,8 @@ class UcbChooser:
     spent where the turn's rewards leave the arms close.
     """
 
+    wants_context = False  # a Policy (decoding/policy.py) that reads only the interval records
+
     def __init__(self, actions: Sequence[tuple[int, int, int]], calibration: Calibration, exploration: float = 0.5):
         self.actions = calibration.check(actions)
         self.calibration = calibration
@@ -135,12 +141,12 @@ class UcbChooser:
         n = self.pulls.sum()
         return self.totals / self.pulls + self.exploration * np.sqrt(2.0 * math.log(n) / self.pulls)
 
-    def decide(self, taps: np.ndarray) -> int:
-        del taps
+    def decide(self, taps: np.ndarray, context_ids: Sequence[int] | None = None) -> int:
+        del taps, context_ids
         return int(np.argmax(self.scores()))
 
-    def observe(self, index: int, tokens: int, steps: int, seconds: float) -> None:
-        del seconds
+    def observe(self, record: IntervalRecord) -> None:
+        index, tokens, steps, _ = record
         if steps <= 0:
             return
         self.pulls[index] += 1

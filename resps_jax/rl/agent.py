@@ -1,7 +1,7 @@
 """The learning agent: policy + normaliser + optimizer + rollout buffer, and its checkpoint form.
 
-It is the engine's policy hook (`decide`: target features -> action index) and PPO's
-data collector. Decisions are recorded as they are made; when a turn ends its intervals
+It is one of the engine's policies (decoding/policy.py: `decide` target features -> action
+index, `observe` what the interval did) and PPO's data collector. Decisions are recorded as they are made; when a turn ends its intervals
 (tokens, steps, seconds) arrive from the engine, become rewards, and complete the
 transitions. Updates run between turns, never inside a timed interval, on exactly
 `n_steps` transitions (a fixed shape, so the update compiles once); transitions past
@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from resps_jax.distributed import agree, agree_floats
+from resps_jax.decoding.policy import IntervalRecord
+from resps_jax.distributed import agree_floats
 from resps_jax.rl.policy import ActorCritic, Identity, RunningNorm, make_act, make_value, state_features
 from resps_jax.rl.ppo import PPOConfig, gae, make_optimizer, make_update
 
@@ -104,10 +105,23 @@ class Agent:
         greedy = (not self.training) and self.cfg.greedy
         self.key, picked = self._act(self.params, obs, self.key, np.float32(temperature), np.bool_(greedy))
         action, logp, value = np.asarray(picked).tolist()
-        index = agree(int(action))  # process 0's choice on every process
         if self.training:
-            self.pending.append(Transition(obs, index, float(logp), float(value)))
-        return index
+            self.pending.append(Transition(obs, int(action), float(logp), float(value)))
+        return int(action)
+
+    def reset(self) -> None:
+        """A turn begins: nothing to forget (a turn's decisions wait in `pending` for its rewards)."""
+
+    def observe(self, record: IntervalRecord) -> None:
+        """The engine ran `record.action`: process 0's choice, agreed across processes. Where
+        this process had sampled another one, its transition takes the agreed action (and its
+        log-prob), so every process learns from the same data."""
+        if not self.training or not self.pending or self.pending[-1].action == record.action:
+            return
+        last = self.pending[-1]
+        logits, _ = nnx.merge(self.graphdef, self.params)(jnp.asarray(last.obs)[None])
+        last.action = int(record.action)
+        last.logp = float(jax.nn.log_softmax(logits[0])[record.action])
 
     def end_turn(self, rewards: Sequence[float]) -> None:
         """Rewards of the turn's intervals, in decision order; the last ends the episode."""

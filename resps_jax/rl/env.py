@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from resps_jax.decoding.engine import GenerationConfig, GenerationResult, SpeculativeEngine
+from resps_jax.decoding.policy import IntervalRecord, Policy, fixed_action
 from resps_jax.errors import UserError
 
 REWARDS = ("measured", "modeled")
@@ -41,7 +42,7 @@ def measure_step_costs(spec: SpeculativeEngine, prompt_ids: list[int], steps: in
     pass); each cost is the median over rounds of the action's time over the same round's AR.
 
     Timing AR once and then each action in turn (best of a few) let the machine's drift land
-    between the two: four such start-ups (the ablation runs of 2026-12-03, same engine and actions) read
+    between the two: four such start-ups (same engine and actions) read
     `ar` at 0.85-1.04 AR steps and 16/4/4 at 2.37-2.99. A ratio within one round cancels slow
     drift, and the median drops a round that a burst of other work hit: the worst spread over
     three calibrations fell from 1.30 to 1.19 (benchmarks/probes/step_cost_spread.py).
@@ -69,18 +70,18 @@ def _one_round(spec: SpeculativeEngine, prompt_ids: list[int], steps: int,
     action_seconds, action_tokens = [], []
     for index in range(len(spec.actions)):
         result = spec.generate(prompt_ids, GenerationConfig(max_new_tokens=4 * steps, cache_len=cache_len), (),
-                               policy=lambda _taps, i=index: i, interval=steps)
+                               policy=fixed_action(index), interval=steps)
         action_seconds.append(steady_seconds_per_step(result.intervals))
         action_tokens.append(result.new_tokens / max(1, result.steps))
     return ar, action_seconds, action_tokens
 
 
-def steady_seconds_per_step(intervals: Sequence[tuple[int, int, int, float]]) -> float:
+def steady_seconds_per_step(intervals: Sequence[IntervalRecord]) -> float:
     """Seconds per step past the first interval, which also runs the head over the whole prompt
     (its catch-up after prefill): with it, 4/2/2 measured 2.10 AR steps where training intervals
     ran at about 1.77."""
     later = intervals[1:] or intervals
-    return sum(seconds for *_, seconds in later) / max(1, sum(n for _, _, n, _ in later))
+    return sum(r.seconds for r in later) / max(1, sum(r.steps for r in later))
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -94,11 +95,11 @@ def interval_rewards(result: GenerationResult, mode: str, costs: StepCosts) -> l
     if mode not in REWARDS:
         raise UserError(f"rl.reward {mode!r}: expected one of {', '.join(REWARDS)}")
     rewards = []
-    for index, tokens, steps, seconds in result.intervals:
+    for r in result.intervals:
         if mode == "measured":
-            rewards.append(tokens / max(seconds, 1e-9) * costs.ar_seconds)
+            rewards.append(r.tokens / max(r.seconds, 1e-9) * costs.ar_seconds)
         else:
-            rewards.append(tokens / max(steps * costs.relative[index], 1e-9))
+            rewards.append(r.tokens / max(r.steps * costs.relative[r.action], 1e-9))
     return rewards
 
 
@@ -109,9 +110,9 @@ class Turn:
 
 
 def run_turn(spec: SpeculativeEngine, prompt_ids: list[int], gen: GenerationConfig, eos: tuple[int, ...],
-             decide: Callable[[np.ndarray], int], interval: int, reward: str, costs: StepCosts) -> Turn:
-    """One episode: decode the turn with `decide` every `interval` steps; rewards per interval."""
-    result = spec.generate(prompt_ids, gen, eos, policy=decide, interval=interval)
+             policy: Policy, interval: int, reward: str, costs: StepCosts) -> Turn:
+    """One episode: decode the turn with `policy` deciding every `interval` steps; rewards per interval."""
+    result = spec.generate(prompt_ids, gen, eos, policy=policy, interval=interval)
     return Turn(result, interval_rewards(result, reward, costs))
 
 
