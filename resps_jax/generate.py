@@ -13,8 +13,6 @@ import json
 import sys
 import time
 
-import numpy as np
-
 from resps_jax.decoding.action import action_json, format_action
 from resps_jax.errors import UserError, run_cli
 
@@ -113,6 +111,8 @@ def build_decoder(args, tree, target, engine, dtype):
 def decode_warm(decoder, policy, interval: int, ids: list[int], gen, eos, hidden_size: int):
     """(the result of a decode that compiled nothing, the seconds spent compiling apart): a
     first call per new shape compiles, so it is timed apart and the request decoded again."""
+    from resps_jax.pipeline import compile_policy
+
     def run():
         if policy is not None:
             return decoder.generate(ids, gen, eos, policy=policy, interval=interval)
@@ -123,7 +123,7 @@ def decode_warm(decoder, policy, interval: int, ids: list[int], gen, eos, hidden
     if policy is not None:  # any action may come up: compile them all for this shape first
         seconds = decoder.warm_up(ids, gen, eos)
         start = time.perf_counter()
-        policy.decide(np.zeros(3 * hidden_size, np.float32), [])  # the policy's forward compiles once
+        compile_policy(policy, hidden_size)
         seconds += time.perf_counter() - start
         compile_seconds = seconds if decoder.executables() != before else 0.0
         before = decoder.executables()

@@ -102,3 +102,11 @@ def compile_untimed(decoders: Iterable, prompts: Sequence[list[int]], gen, eos: 
             else:  # the same intervals: only this bucket's prefill is new
                 decoder.generate(ids, dataclasses.replace(gen, max_new_tokens=1), eos)
     return compiled
+
+
+def compile_policy(policy, hidden_size: int) -> None:
+    """A learned policy's forward compiled once, untimed, on an all-zero state (the taps of a
+    target with this hidden size); a decode's first decision then compiles nothing."""
+    import numpy as np
+
+    policy.decide(np.zeros(3 * hidden_size, np.float32), [])

@@ -82,7 +82,7 @@ def main() -> None:
     interval_seconds = 0.0
     for ids in prompts:
         result = spec.generate(ids, gen, eos, policy=timed_policy, interval=args.interval)
-        interval_seconds += sum(s for *_, s in result.intervals)
+        interval_seconds += sum(r.seconds for r in result.intervals)
     policy_us = 1e6 * float(np.median(calls))
     share = sum(calls) / interval_seconds
 
@@ -100,7 +100,7 @@ def main() -> None:
             plain.append(((t1 - t0) - (t2 - t1)) / max(1, full.steps))
             if ar_index is not None:
                 r = spec.generate(ids, gen, eos, policy=lambda _t: ar_index, interval=1 << 20)
-                noarr.append(sum(s for *_, s in r.intervals) / max(1, r.steps))
+                noarr.append(sum(i.seconds for i in r.intervals) / max(1, r.steps))
     report = {
         "policy_us_per_call": round(policy_us, 1), "policy_calls": len(calls),
         "policy_share_of_interval_time": share, "interval": args.interval,

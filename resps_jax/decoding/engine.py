@@ -377,8 +377,7 @@ class SpeculativeEngine:
         return cache_margin(max([1] + [s.verify_rows for s in self.shapes.values()]), self.path_width)
 
     def executables(self) -> int:
-        ar = self.ar_interval._cache_size() if self.ar_interval is not None else 0
-        return self.prefill._cache_size() + sum(f._cache_size() for f in self.intervals.values()) + ar
+        return sum(self.executables_by_kind().values())
 
     def warm_up(self, prompt_ids: list[int], gen: GenerationConfig, eos_ids: tuple[int, ...]) -> float:
         """Compile every action's interval for this request's shapes; the seconds it took.

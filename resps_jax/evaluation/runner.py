@@ -11,8 +11,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from resps_jax.errors import UserError
 from resps_jax.evaluation.methods import AR_METHODS, Decoder
 from resps_jax.evaluation.results_log import load_done, record_key, result_record
@@ -181,7 +179,7 @@ def evaluate(config, request: Request, sets: dict[str, list], command: str = "")
     from resps_jax.decoding.engine import Engine, GenerationConfig
     from resps_jax.evaluation.methods import build_decoders, select_methods
     from resps_jax.models.loading import parse_dtype
-    from resps_jax.pipeline import load_pair
+    from resps_jax.pipeline import compile_policy, load_pair
     from resps_jax.prompting import eos_token_ids
     from resps_jax.rl.checkpoint import load_policy
 
@@ -226,8 +224,8 @@ def evaluate(config, request: Request, sets: dict[str, list], command: str = "")
             print(write_report(report_dir))
         return
 
-    if agent is not None:  # the policy's forward compiles once, untimed
-        agent.decide(np.zeros(3 * target.cfg.hidden_size, np.float32), [])
+    if agent is not None:
+        compile_policy(agent, target.cfg.hidden_size)
     summary = run_questions(Runner(engine, decoders, methods, gen, eos), sets, tok, results_path)
     print(json.dumps(summary), flush=True)
     if request.report:
