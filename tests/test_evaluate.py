@@ -209,3 +209,23 @@ def test_switching_ceiling_is_what_a_per_interval_oracle_over_ar_and_one_tree_re
                dict(ar, benchmark="gsm8k", question_id=1, turn=0, method="static:ar", accepted=[1] * 8)]
     lines = switching_ceiling(records, ["gsm8k"], interval=2)
     assert lines[-1] == "| static:4,2,2 | 1.333x | 1.333x |" and lines[-2].startswith("|---")  # `static:ar` is no tree
+
+
+def test_the_oracle_over_actions_takes_each_interval_from_the_action_fastest_there():
+    from resps_jax.evaluation.report import oracle_ceiling, oracle_over_actions
+
+    # 8 tokens after the prefill's. AR: 0.1 s a token. A tree at 0.2 s a step commits 3, 3, 1, 1; a
+    # chain at 0.15 s a step commits 1, 1, 1, 1, 2, 2: the tree pays first, the chain later.
+    ar = {"tokens": 9, "seconds": 0.9, "steps": 8, "accepted": []}
+    tree = {"tokens": 9, "seconds": 0.8, "steps": 4, "accepted": [3, 3, 1, 1]}
+    chain = {"tokens": 9, "seconds": 0.9, "steps": 6, "accepted": [1, 1, 1, 1, 2, 2]}
+    turn = {"ar": ar, "static:4,2,2": tree, "static:ngram:2": chain}
+    ar_seconds, oracle = oracle_over_actions(turn, interval=2)
+    # the tree's two steps to position 6 (0.4 s), then the chain's step covering 6 ends at 8 (0.15 s)
+    assert round(ar_seconds, 6) == 0.8 and round(oracle, 6) == 0.55
+    assert round(oracle_over_actions(turn, interval=100)[1], 6) == 0.8  # one decision: the best whole run
+    records = [dict(r, benchmark="gsm8k", question_id=1, turn=0, method=m) for m, r in turn.items()]
+    lines = oracle_ceiling(records, ["gsm8k"], intervals=(2,))
+    assert lines[-2] == "| best static action | 1.000x | 1.000x |"  # 0.8 s against AR's 0.8
+    assert lines[-1] == "| oracle, every 2 steps | 1.455x | 1.455x |"
+    assert oracle_ceiling(records[:2], ["gsm8k"]) == []  # one static action: switching_ceiling's table

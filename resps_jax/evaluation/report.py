@@ -146,6 +146,7 @@ def write_report(report_dir: Path, command: str = "") -> str:
         lines += wilcoxon_table(records, benches, methods)
     lines += acceptance_table(records, benches, methods)  # Table 6
     lines += switching_ceiling(records, benches)
+    lines += oracle_ceiling(records, benches)
     if "resps" in methods:
         lines += action_histograms(records, benches, report_dir, plt)
     lines += speed_plots(records, table, benches, methods, report_dir, plt)
@@ -332,6 +333,75 @@ def switching_ceiling(records: list[dict], benches: list[str], interval: int = 3
     lines += [f"| {m} | " + " | ".join(cells) + f" | {'-' if total is None else f'{total:.3f}x'} |"
               for m, cells, total in rows]
     return lines
+
+
+def _commit_ends(record: dict) -> np.ndarray:
+    """Token positions (after the prefill's token) at which each step of a static run ended;
+    an AR run (no accepted lengths) ends a step at every position."""
+    accepted = record.get("accepted") or [1] * max(0, record["tokens"] - 1)
+    return np.cumsum(accepted)  # [steps]
+
+
+def oracle_over_actions(turn: dict[str, dict], interval: int) -> tuple[float, float]:
+    """(seconds AR spends on this turn's tokens, seconds an oracle spends choosing among every
+    static method and `ar` every `interval` steps), from one question-turn's records.
+
+    Greedy outputs are identical, so every method commits the same text, and each run's
+    accepted lengths say where its steps end. From a position p, an action's next step is
+    taken to commit up to the end of its own run's step that covers p (its acceptance,
+    aligned by token position: an approximation, since a step started at p drafts from p).
+    At each decision the oracle takes the action that commits the most tokens per second
+    over its next `interval` steps (greedy per decision; seconds per step are each run's own:
+    its seconds over its steps). No policy choosing among these actions every `interval` steps
+    does better, up to that alignment.
+    """
+    ar = turn["ar"]
+    total = len(_commit_ends(ar))
+    ar_seconds = total * ar["seconds"] / max(ar["tokens"], 1)
+    runs = {m: (_commit_ends(r), r["seconds"] / max(r["steps"], 1)) for m, r in turn.items()
+            if (m == "ar" or m.startswith("static:") or m == "best_static") and r["steps"]}
+    runs["ar"] = (_commit_ends(ar), ar["seconds"] / max(ar["tokens"], 1))
+    position, seconds = 0, 0.0
+    while position < total:
+        best = None
+        for ends, per_step in runs.values():
+            q, steps = position, 0
+            while steps < interval and q < total:
+                q = int(ends[np.searchsorted(ends, q, side="right")]) if q < ends[-1] else total
+                steps += 1
+            rate = (q - position) / (steps * per_step)
+            if best is None or rate > best[0]:
+                best = (rate, q, steps * per_step)
+        _, position, spent = best
+        seconds += spent
+    return ar_seconds, seconds
+
+
+def oracle_ceiling(records: list[dict], benches: list[str], intervals: tuple[int, ...] = (1, 10, 30)) -> list[str]:
+    """The room for a policy: an oracle over every static action run (and `ar`) at each
+    interval, against the best single static action on the same turns, per set."""
+    statics = [m for m in method_order({r["method"] for r in records}) if m.startswith("static:")]
+    if len(statics) < 2:
+        return []
+    turns = {k: v for k, v in by_turn(records).items() if "ar" in v and all(m in v for m in statics)}
+    header = ["| | " + " | ".join([*benches, "all"]) + " |", "|---" * (len(benches) + 2) + "|"]
+    rows = []
+    for label, seconds_of in [("best static action", None)] + [(f"oracle, every {n} steps", n) for n in intervals]:
+        cells = []
+        for b in [*benches, None]:
+            mine = [v for (bench, _, _), v in turns.items() if b is None or bench == b]
+            ar_total = sum(len(_commit_ends(v["ar"])) * v["ar"]["seconds"] / max(v["ar"]["tokens"], 1) for v in mine)
+            if seconds_of is None:  # the single static action fastest over these turns
+                spent = min(sum(v[m]["seconds"] for v in mine) for m in statics) if mine else 0.0
+            else:
+                spent = sum(oracle_over_actions(v, seconds_of)[1] for v in mine)
+            cells.append(f"{ar_total / spent:.3f}x" if spent else "-")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return ["", f"## The room: an oracle over {len(statics)} static actions and `ar`", "",
+            "Speed-up over AR on the same turns: the best single static action, and an oracle that "
+            "chooses among all of them every N steps, each action's acceptance aligned by token "
+            "position (`oracle_over_actions`). The gap is the most a policy over this set can gain.", "",
+            *header, *rows]
 
 
 def interval_sweep(records: list[dict], report_dir: Path, plt) -> list[str]:
