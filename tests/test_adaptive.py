@@ -7,7 +7,7 @@ import pytest
 
 from resps_jax.decoding.engine import Engine, GenerationConfig, SpeculativeEngine
 from resps_jax.decoding.policy import IntervalRecord
-from resps_jax.decoding.tree import AR_ACTION
+from resps_jax.decoding.tree import AR_ACTION, format_action
 from resps_jax.errors import UserError
 from resps_jax.models.config import LlamaConfig
 from resps_jax.models.tiny import random_pair
@@ -106,3 +106,40 @@ def test_engine_reports_each_interval_to_a_chooser_and_stays_lossless():
     again = spec.generate(prompt, gen, eos_ids=(), policy=chooser, interval=3)
     assert again.token_ids == result.token_ids and again.intervals[0][0] == result.intervals[0][0]
     assert np.sum(chooser.pulls) == 3 + len(seen)
+
+
+def test_ngram_else_tree_takes_the_chain_where_the_context_repeats_and_stays_lossless():
+    from resps_jax.rl.adaptive import NgramElseTree, match_length
+
+    assert match_length([5, 6, 7, 8, 6, 7]) == 2  # "6 7" ended at position 2
+    assert match_length([5, 6, 7, 5, 6, 7], max_match=3) == 3
+    assert match_length([1, 2, 3, 4]) == 0 and match_length([9]) == 0
+    actions = [AR_ACTION, (3, 1, 2, 0), (1, 0, 0, 4), (3, 1, 2, 4)]  # ar, a tree, ngram:4, the hybrid
+    rule = NgramElseTree(actions, Calibration((1.0, 1.3, 1.1, 1.5), (1.0, 1.6, 1.4, 2.0)))
+    assert rule.wants_context and (rule.chain, rule.tree) == (2, 1)
+    assert rule.decide(None, [5, 6, 7, 8, 6, 7]) == 2 and rule.decide(None, [1, 2, 3, 4]) == 1
+    with pytest.raises(UserError, match="ngram_else_tree needs"):
+        NgramElseTree(ACTIONS, CAL)  # no chain in the set
+
+    cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=4, num_heads=4,
+                      num_kv_heads=2, head_dim=8)
+    target, head = random_pair(cfg, seed=11, draft_vocab=64)
+    engine = Engine(target)
+    spec = SpeculativeEngine(engine, head, actions)
+    prompt = [3, 4, 5, 6, 3, 4, 5, 6, 3, 4, 5, 6, 3, 4]  # a repeating prompt: the lookup finds matches
+    gen = GenerationConfig(max_new_tokens=40)
+    seen = []
+
+    class Recording(NgramElseTree):
+        def decide(self, taps, context_ids=None):
+            seen.append((list(context_ids), super().decide(taps, context_ids)))
+            return seen[-1][1]
+
+    recording = Recording(actions, rule.calibration)
+    result = spec.generate(prompt, gen, eos_ids=(), policy=recording, interval=2)
+    assert result.token_ids == engine.generate(prompt, gen, eos_ids=()).token_ids
+    assert [index for _, index in seen] == [r.action for r in result.intervals]
+    for context, index in seen:  # the engine passed the text so far; the rule kept to it
+        assert context[: len(prompt)] == prompt and len(context) > len(prompt)
+        assert index == (2 if match_length(context) >= 1 else 1)
+    assert {format_action(a) for a in result.actions} <= {"3,1,2", "ngram:4"}

@@ -33,10 +33,13 @@ def method_names(config, with_policy: bool, best_static: str | None) -> list[str
     from resps_jax.decoding.tree import format_action
     from resps_jax.rl.actions import config_actions
 
+    actions = config_actions(config.actions)
     names = list(AR_METHODS)
-    names += [f"static:{format_action(a)}" for a in config_actions(config.actions)]
+    names += [f"static:{format_action(a)}" for a in actions]
     names += [f"eagle3:{b.strip()}" for b in str(config.get("baselines", "")).split(";") if b.strip()]
-    names += list(ADAPTIVE_METHODS)  # training-free adaptive baselines over the same action set
+    two_drafters = any(a.ngram and not a.uses_head for a in actions) and any(a.uses_head and not a.ngram for a in actions)
+    # training-free baselines over the same action set; the rule between drafters needs both kinds
+    names += [m for m in ADAPTIVE_METHODS if m != "ngram_else_tree" or two_drafters]
     if best_static and f"static:{best_static}" not in names:  # the pick is one of the config's own actions
         names.append("best_static")  # unless the action set changed since the search
     if with_policy:  # as trained (sampled at its temperature, or argmax), and its argmax

@@ -1,4 +1,4 @@
-"""Two training-free adaptive choosers, the baselines a learned policy has to beat.
+"""Training-free choosers, the baselines a learned policy has to beat.
 
 Production engines adapt speculation without training: SGLang's adaptive speculation keeps a
 running mean of the accepted length and moves between pre-built tiers, and BanditSpec runs a
@@ -12,8 +12,10 @@ and interval machinery as Re-SpS, so `evaluate` compares them on one engine:
   second (tokens / (steps x the action's step cost in AR steps)), each arm starting from one
   pseudo-pull at its calibrated speed (with 3-10 intervals a turn, a cold start would spend the
   turn trying arms).
+- `NgramElseTree`: vLLM's fallback between drafters, the prompt-lookup chain where the context
+  matches earlier text, else the head's tree (it reads the context, not the interval records).
 
-Both are engine policies (decoding/policy.py) that read only what the engine reports after
+`ema` and `ucb` are engine policies (decoding/policy.py) that read only what the engine reports after
 each interval (`observe`), never the target's features, and start afresh every turn (the
 engine calls `reset` when a turn begins). The
 calibration (step cost and tokens per step of every action) comes from
@@ -33,7 +35,7 @@ from resps_jax.errors import UserError
 
 # The methods `evaluate` runs and `report` orders; this module imports no JAX at load, so
 # both can name them before JAX starts.
-ADAPTIVE_METHODS = ("ema", "ucb")
+ADAPTIVE_METHODS = ("ema", "ucb", "ngram_else_tree")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +155,62 @@ class UcbChooser:
         self.totals[index] += tokens / (steps * max(self.calibration.relative_cost[index], 1e-9))
 
 
+def match_length(context_ids: Sequence[int], max_match: int = 3) -> int:
+    """The longest suffix (up to `max_match` tokens) of the context that also ends at an earlier
+    position: what the engine's prompt lookup (decoding/ngram.py) would match; 0 for none."""
+    ids = np.asarray(context_ids, np.int64)  # [S]
+    end = len(ids) - 1
+    best = 0
+    for n in range(1, min(max_match, end) + 1):
+        windows = np.lib.stride_tricks.sliding_window_view(ids[:end], n)  # [end - n + 1, n]: ends before `end`
+        if not np.any(np.all(windows == ids[end - n + 1 :], axis=1)):
+            break
+        best = n
+    return best
+
+
+class NgramElseTree:
+    """vLLM's training-free rule between drafters: the prompt-lookup chain where the context
+    has a match of at least `min_match` tokens, else the head's tree. The chain and the tree
+    are the set's fastest of each kind by calibration (`ngram:L` alone, and a head tree
+    without a chain). It reads the context (the engine copies it to the host before each
+    decision) and nothing the interval reports."""
+
+    wants_context = True
+
+    def __init__(self, actions: Sequence[tuple[int, int, int]], calibration: Calibration, min_match: int = 1,
+                 max_match: int = 3):
+        from resps_jax.decoding.action import Action
+
+        self.actions = [Action(*a) for a in calibration.check(actions)]
+        self.calibration = calibration
+        speeds = calibration.speeds
+        chains = [i for i, a in enumerate(self.actions) if a.ngram and not a.uses_head]
+        trees = [i for i, a in enumerate(self.actions) if a.uses_head and not a.ngram]
+        if not chains or not trees:
+            raise UserError("ngram_else_tree needs an `ngram:L` action and a head tree `TT,d,k` in the action set")
+        self.chain = max(chains, key=lambda i: speeds[i])
+        self.tree = max(trees, key=lambda i: speeds[i])
+        self.min_match, self.max_match = min_match, max_match
+
+    def reset(self) -> None:
+        pass
+
+    def decide(self, taps: np.ndarray, context_ids: Sequence[int] | None = None) -> int:
+        del taps
+        found = match_length(context_ids or [], self.max_match)
+        return self.chain if found >= self.min_match else self.tree
+
+    def observe(self, record: IntervalRecord) -> None:
+        pass
+
+
 def make_chooser(method: str, actions: Sequence[tuple[int, int, int]], calibration: Calibration):
-    """'ema' or 'ucb' -> a fresh chooser over `actions`."""
+    """'ema', 'ucb' or 'ngram_else_tree' -> a fresh chooser over `actions`."""
     if method == "ema":
         return EmaChooser(actions, calibration)
     if method == "ucb":
         return UcbChooser(actions, calibration)
+    if method == "ngram_else_tree":
+        return NgramElseTree(actions, calibration)
     raise UserError(f"adaptive method {method!r}: expected one of {', '.join(ADAPTIVE_METHODS)}")
