@@ -203,13 +203,7 @@ def place_from_reader(
 
 def to_host(x: jax.Array) -> np.ndarray:
     """A replicated (or local) array's value on this host, in single- and multi-process runs."""
-    if x.is_fully_addressable:
-        return np.asarray(x)
-    if x.is_fully_replicated:
-        return np.asarray(x.addressable_data(0))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(to_host_tree(x))
 
 
 def to_host_tree(tree):
